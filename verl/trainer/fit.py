@@ -1,0 +1,269 @@
+"""The single controller: one readable GRPO loop over a Ray worker group.
+
+``fit`` reads top to bottom: generate → rewards → old/ref log-probs → advantages → update → sync
+weights → (validate, checkpoint) → log. Each phase is one call on the worker group (or one pure
+function on the driver) and is timed by name (``timing_s/<phase>``).
+
+Ground-truth labels live only in ``self._labels`` and are read only by the metrics code; nothing
+sent to a worker or to a reward function contains them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from verl.algos.advantage import get_adv_estimator
+from verl.checkpoint import (
+    load_trainer_state,
+    mark_latest,
+    prune,
+    resolve_resume,
+    save_trainer_state,
+    step_dir,
+)
+from verl.config.schema import RLConfig
+from verl.data.dataset import make_dataloader
+from verl.data.formats import Record
+from verl.logging.tracker import Tracker
+from verl.protocol import DataProto
+from verl.rewards.voting import select_train_subset
+from verl.trainer import metrics as M
+from verl.trainer.rewarding import GroupRewardManager, group_indices
+from verl.utils.seed import rng_state, set_rng_state
+from verl.utils.timer import timed
+
+logger = logging.getLogger("verl.trainer")
+
+
+def records_to_prompts(records: list[Record]) -> DataProto:
+    """Prompt batch for the workers: chat messages, image refs (paths/bytes) and ids; no labels."""
+
+    def arr(values: list[Any]) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+    return DataProto.from_dict(
+        non_tensors={
+            "uid": arr([r.uid for r in records]),
+            "index": arr([r.index for r in records]),
+            "data_source": arr([r.data_source for r in records]),
+            "prompt": arr([r.prompt for r in records]),
+            "images": arr([list(r.images) for r in records]),
+            "options": arr([dict(r.options or {}) for r in records]),
+        }
+    )
+
+
+class RayTrainer:
+    """Drives one ``ActorRolloutRefWorker`` group through GRPO on unlabeled prompts."""
+
+    def __init__(self, config: RLConfig, train_records: list[Record], val_records: list[Record], tracker: Tracker):
+        self.config = config
+        self.train_records = train_records
+        self.val_records = val_records
+        self.tracker = tracker
+        # The one place labels are kept: read only by the metrics helpers.
+        self._labels = {r.uid: r.ground_truth for r in [*train_records, *val_records]}
+        self.reward_manager = GroupRewardManager(config.reward)
+        self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
+        self.dataloader = make_dataloader(
+            train_records,
+            batch_size=config.data.train_batch_size,
+            shuffle=config.data.shuffle,
+            seed=config.data.seed,
+            drop_last=False,
+        )
+        self.steps_per_epoch = len(self.dataloader)
+        self.total_steps = config.trainer.total_training_steps or self.steps_per_epoch * config.trainer.total_epochs
+        self.global_step = 0
+        self.wg = None
+        self.ckpt_root = Path(config.trainer.default_local_dir)
+
+    # ------------------------------------------------------------------ set-up
+    def init_workers(self) -> None:
+        from verl.single_controller.worker_group import RayWorkerGroup, ResourcePool, ResourcePoolSpec
+        from verl.workers.hybrid import ActorRolloutRefWorker
+
+        t = self.config.trainer
+        on_gpu = self.config.trainer.device == "cuda"
+        spec = ResourcePoolSpec(
+            n_workers=t.n_gpus_per_node * t.nnodes,
+            num_cpus_per_worker=1.0,
+            num_gpus_per_worker=1.0 if on_gpu else 0.0,
+        )
+        self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs={"config": self.config})
+        info = self.wg.init_model()
+        logger.info("workers ready: %s", info)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, float]:
+        """Train for ``total_steps`` steps; returns the base → adapted validation summary."""
+        cfg = self.config
+        self._maybe_resume()
+        base_val: dict[str, float] = {}
+        if cfg.trainer.val_before_train and self.global_step == 0 and self.val_records:
+            base_val = self.validate()
+            self.tracker.log(base_val, step=0)
+        last_val = base_val
+        progress = self.tracker.progress(self.total_steps, initial=self.global_step)
+        while self.global_step < self.total_steps:
+            for batch_records in self.dataloader:
+                self.global_step += 1
+                metrics, timing = self.train_step(batch_records)
+                if cfg.trainer.test_freq > 0 and self.global_step % cfg.trainer.test_freq == 0:
+                    with timed("testing", timing):
+                        last_val = self.validate()
+                    metrics.update(last_val)
+                if cfg.trainer.save_freq > 0 and self.global_step % cfg.trainer.save_freq == 0:
+                    with timed("save_checkpoint", timing):
+                        self.save_checkpoint()
+                metrics.update(timing)
+                self.tracker.log(metrics, step=self.global_step)
+                progress.update(1)
+                if self.global_step >= self.total_steps:
+                    break
+        progress.close()
+        if self.val_records and (cfg.trainer.test_freq <= 0 or self.global_step % cfg.trainer.test_freq != 0):
+            last_val = self.validate()
+            self.tracker.log(last_val, step=self.global_step)
+        if cfg.trainer.save_freq > 0 and not (self.ckpt_root / f"global_step_{self.global_step}").exists():
+            self.save_checkpoint()
+        summary = M.base_vs_adapted(base_val, last_val)
+        self.tracker.summary(summary)
+        return summary
+
+    def train_step(self, batch_records: list[Record]) -> tuple[dict[str, float], dict[str, float]]:
+        """One GRPO step on a batch of unlabeled prompts; returns (metrics, timing)."""
+        rollout = self.config.actor_rollout_ref.rollout
+        timing: dict[str, float] = {}
+        with timed("step", timing):
+            prompts = records_to_prompts(batch_records)
+            prompts.meta_info.update(self._sampling_meta(n=rollout.n_votes, do_sample=True))
+            with timed("gen", timing):
+                batch = self.wg.generate_sequences(prompts)
+            with timed("reward", timing):
+                reward = self.reward_manager(batch)
+                batch.non_tensor_batch["answer"] = reward.answers
+                batch.batch["token_level_scores"] = self._scores_on_last_token(batch, reward.scores)
+                batch = batch[self._train_subset(batch)]
+            with timed("old_log_prob", timing):
+                batch = batch.union(self.wg.compute_log_prob(batch))
+            if self.config.actor_rollout_ref.ref.enable:
+                with timed("ref", timing):
+                    batch = batch.union(self.wg.compute_ref_log_prob(batch))
+            with timed("adv", timing):
+                scores = batch.batch["token_level_scores"].sum(-1)
+                adv, returns = self.adv_fn(
+                    scores,
+                    batch.non_tensor_batch["uid"],
+                    batch.batch["response_mask"],
+                    norm_adv_by_std=self.config.algorithm.norm_adv_by_std_in_grpo,
+                    epsilon=self.config.algorithm.epsilon,
+                )
+                batch.batch["advantages"], batch.batch["returns"] = adv, returns
+            with timed("update_actor", timing):
+                actor_metrics = self.wg.update_actor(batch)
+            with timed("update_weights", timing):
+                self.wg.sync_weights()
+        metrics = M.mean_over_workers(actor_metrics)
+        metrics.update(M.batch_metrics(batch, timing))
+        metrics.update(M.group_metrics(reward.groups))
+        metrics.update(M.train_label_metrics(reward.groups, self._labels))
+        metrics["training/global_step"] = self.global_step
+        metrics["training/epoch"] = self.dataloader.epoch
+        return metrics, timing
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Greedy accuracy per item, and sampled mean@N / maj@N, per data source."""
+        rollout = self.config.actor_rollout_ref.rollout
+        bs = self.config.data.val_batch_size
+        greedy, sampled = [], []
+        for start in range(0, len(self.val_records), bs):
+            chunk = self.val_records[start : start + bs]
+            greedy.append(self._generate(chunk, n=1, do_sample=False))
+            if rollout.val_sample_n > 1:
+                sampled.append(self._generate(chunk, n=rollout.val_sample_n, do_sample=True))
+        out = M.validation_metrics(
+            DataProto.concat(greedy),
+            DataProto.concat(sampled) if sampled else None,
+            self._labels,
+            rollout.val_sample_n,
+        )
+        return out
+
+    def _generate(self, records: list[Record], n: int, do_sample: bool) -> DataProto:
+        prompts = records_to_prompts(records)
+        prompts.meta_info.update(self._sampling_meta(n=n, do_sample=do_sample))
+        out = self.wg.generate_sequences(prompts)
+        reward = self.reward_manager.extract_only(out)
+        out.non_tensor_batch["answer"] = reward
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _sampling_meta(self, n: int, do_sample: bool) -> dict[str, Any]:
+        r = self.config.actor_rollout_ref.rollout
+        if not do_sample:
+            return {"n": n, "do_sample": False, "temperature": 0.0, "top_p": 1.0, "top_k": -1,
+                    "max_new_tokens": r.max_new_tokens}
+        return {
+            "n": n,
+            "do_sample": True,
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+            "top_k": r.top_k,
+            "max_new_tokens": r.max_new_tokens,
+            "seed": self.config.trainer.seed * 100_003 + self.global_step,
+        }
+
+    @staticmethod
+    def _scores_on_last_token(batch: DataProto, scores: np.ndarray) -> torch.Tensor:
+        mask = batch.batch["response_mask"]
+        out = torch.zeros_like(mask, dtype=torch.float32)
+        last = (mask.sum(-1) - 1).clamp(min=0)
+        out[torch.arange(len(mask)), last] = torch.as_tensor(scores, dtype=torch.float32)
+        return out
+
+    def _train_subset(self, batch: DataProto) -> np.ndarray:
+        """Rows that enter the update: ``n`` of the ``n_votes`` samples of each prompt."""
+        r = self.config.actor_rollout_ref.rollout
+        rng = np.random.default_rng(self.config.trainer.seed * 7919 + self.global_step)
+        keep: list[int] = []
+        for idx in group_indices(batch.non_tensor_batch["uid"]).values():
+            keep.extend(idx[j] for j in select_train_subset(len(idx), r.n, rng))
+        return np.asarray(sorted(keep))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        d = step_dir(self.ckpt_root, self.global_step)
+        d.mkdir(parents=True, exist_ok=True)
+        self.wg.save_checkpoint(str(d))
+        save_trainer_state(
+            d,
+            {
+                "global_step": self.global_step,
+                "dataloader": self.dataloader.state_dict(),
+                "rng": rng_state(),
+            },
+        )
+        mark_latest(self.ckpt_root, self.global_step)
+        prune(self.ckpt_root, self.config.trainer.max_actor_ckpt_to_keep)
+        return d
+
+    def _maybe_resume(self) -> None:
+        t = self.config.trainer
+        d = resolve_resume(self.ckpt_root, t.resume_mode, t.resume_from_path)
+        if d is None:
+            return
+        state = load_trainer_state(d)
+        self.wg.load_checkpoint(str(d))
+        self.global_step = int(state["global_step"])
+        self.dataloader.load_state_dict(state["dataloader"])
+        set_rng_state(state["rng"])
+        logger.info("resumed from %s at step %d", d, self.global_step)

@@ -1,0 +1,134 @@
+"""Metric assembly for the controller loop (names follow verl / TTRL conventions).
+
+Only :func:`train_label_metrics` and :func:`validation_metrics` read ground-truth labels; they
+report them and feed nothing back into training.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from verl.protocol import DataProto
+from verl.rewards import metrics as label_metrics
+from verl.rewards.answers import INVALID
+
+
+def _stats(prefix: str, x: torch.Tensor | np.ndarray) -> dict[str, float]:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.numel() == 0:
+        return {}
+    return {f"{prefix}/mean": float(x.mean()), f"{prefix}/max": float(x.max()), f"{prefix}/min": float(x.min())}
+
+
+def mean_over_workers(per_worker: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Average each metric over the data-parallel workers."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    for m in per_worker:
+        for k, v in m.items():
+            acc[k].append(float(v))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def batch_metrics(batch: DataProto, timing: dict[str, float]) -> dict[str, float]:
+    """critic/*, response_length/*, perf/* over the training batch."""
+    mask = batch.batch["response_mask"]
+    resp_len = mask.sum(-1).float()
+    prompt_len = batch.batch["attention_mask"][:, : batch.batch["prompts"].shape[1]].sum(-1).float()
+    seq_scores = batch.batch["token_level_scores"].sum(-1)
+    valid_adv = torch.masked_select(batch.batch["advantages"], mask.bool())
+    out = {
+        **_stats("critic/score", seq_scores),
+        **_stats("critic/rewards", seq_scores),
+        **_stats("critic/advantages", valid_adv),
+        **_stats("response_length", resp_len),
+        **_stats("prompt_length", prompt_len),
+        "response_length/clip_ratio": float((resp_len >= mask.shape[1]).float().mean()),
+    }
+    n_tokens = float(batch.batch["attention_mask"].sum())
+    if timing.get("step"):
+        out["perf/total_num_tokens"] = n_tokens
+        out["perf/throughput"] = n_tokens / timing["step"]
+    if "entropys" in batch.batch:
+        ent = torch.masked_select(batch.batch["entropys"], mask.bool())
+        out["actor/entropy_rollout"] = float(ent.mean()) if ent.numel() else 0.0
+    return out
+
+
+def group_metrics(groups: Sequence) -> dict[str, float]:
+    """Label-free statistics of the vote: answer entropy, invalid ratio, majority ratio."""
+    if not groups:
+        return {}
+    ent = [g.entropy for g in groups]
+    inv = [g.n_invalid / max(1, len(g.answers)) for g in groups]
+    maj = [
+        (sum(a == g.majority for a in g.answers) / len(g.answers)) if g.majority != INVALID else 0.0 for g in groups
+    ]
+    return {
+        "train/answer_entropy": float(np.mean(ent)),
+        "train/invalid_ratio": float(np.mean(inv)),
+        "train/majority_ratio": float(np.mean(maj)),
+    }
+
+
+def train_label_metrics(groups: Sequence, labels: dict[str, str | None]) -> dict[str, float]:
+    """TTRL metrics that need the hidden labels (reported only): label/reward accuracy, pass@N, ..."""
+    rows = [
+        label_metrics.group_label_metrics(g.answers, g.scores, g.majority, labels.get(g.uid))
+        for g in groups
+        if labels.get(g.uid) is not None
+    ]
+    return {f"train/{k}": v for k, v in mean_over_workers(rows).items()}
+
+
+def validation_metrics(
+    greedy: DataProto, sampled: DataProto | None, labels: dict[str, str | None], n: int
+) -> dict[str, float]:
+    """``val-core/<data_source>/acc/mean@1`` (greedy), ``.../acc/mean@N`` and ``.../acc/maj@N``."""
+    out: dict[str, float] = {}
+    by_src: dict[str, list[float]] = defaultdict(list)
+    nt = greedy.non_tensor_batch
+    for uid, src, ans in zip(nt["uid"], nt["data_source"], nt["answer"]):
+        gt = labels.get(str(uid))
+        if gt is not None:
+            by_src[str(src)].append(float(label_metrics.is_correct(ans, gt)))
+    for src, v in by_src.items():
+        out[f"val-core/{src}/acc/mean@1"] = float(np.mean(v))
+    if sampled is not None:
+        per_prompt: dict[str, list[str]] = defaultdict(list)
+        src_of: dict[str, str] = {}
+        for uid, src, ans in zip(
+            sampled.non_tensor_batch["uid"], sampled.non_tensor_batch["data_source"], sampled.non_tensor_batch["answer"]
+        ):
+            per_prompt[str(uid)].append(ans)
+            src_of[str(uid)] = str(src)
+        mean_n: dict[str, list[float]] = defaultdict(list)
+        maj_n: dict[str, list[float]] = defaultdict(list)
+        for uid, answers in per_prompt.items():
+            gt = labels.get(uid)
+            if gt is None:
+                continue
+            mean_n[src_of[uid]].append(label_metrics.mean_at_n(answers, gt))
+            maj_n[src_of[uid]].append(label_metrics.maj_at_n(answers, gt))
+        for src in mean_n:
+            out[f"val-core/{src}/acc/mean@{n}"] = float(np.mean(mean_n[src]))
+            out[f"val-core/{src}/acc/maj@{n}"] = float(np.mean(maj_n[src]))
+    inv = [a == INVALID for a in nt["answer"]]
+    out["val/invalid_ratio"] = float(np.mean(inv)) if inv else 0.0
+    return out
+
+
+def base_vs_adapted(base: dict[str, float], adapted: dict[str, float]) -> dict[str, float]:
+    """Summary with ``base/<key>``, ``adapted/<key>`` and ``delta/<key>`` for every accuracy key."""
+    out: dict[str, float] = {}
+    for k, v in adapted.items():
+        if "/acc/" not in k:
+            continue
+        out[f"adapted/{k}"] = v
+        if k in base:
+            out[f"base/{k}"] = base[k]
+            out[f"delta/{k}"] = v - base[k]
+    return out
