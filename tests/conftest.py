@@ -43,3 +43,20 @@ def digits_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits")
     build_digits_dataset(out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance shared by the session (dashboard off, bound to localhost)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "HF_HUB_OFFLINE": "1",
+                                      "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    yield ray
+    ray.shutdown()

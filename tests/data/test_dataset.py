@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from verl.data.dataset import RLDataset, StatefulBatchSampler, collate_records, make_dataloader
+from verl.data.formats import Record
+
+
+def _records(n: int) -> list[Record]:
+    return [Record(uid=f"f:{i}", index=i, data_source="s", prompt=[{"role": "user", "content": f"<image> q{i}"}],
+                   images=[f"/img/{i}.png"], ground_truth=str(i % 4), options={"A": "x", "B": "y"})
+            for i in range(n)]
+
+
+def _uids(batches):
+    return [[r.uid for r in b] for b in batches]
+
+
+def test_dataset_and_batches_no_shuffle():
+    recs = _records(5)
+    assert len(RLDataset(recs)) == 5 and RLDataset(recs)[3] is recs[3]
+    dl = make_dataloader(recs, batch_size=2, shuffle=False, seed=0, drop_last=False)
+    assert len(dl) == 3
+    assert _uids(dl) == [["f:0", "f:1"], ["f:2", "f:3"], ["f:4"]]
+    assert dl.state_dict()["epoch"] == 1 and dl.state_dict()["offset"] == 0
+    dl2 = make_dataloader(recs, batch_size=2, shuffle=False, seed=0, drop_last=True)
+    assert len(dl2) == 2 and _uids(dl2) == [["f:0", "f:1"], ["f:2", "f:3"]]
+
+
+def test_shuffle_is_seeded_and_changes_per_epoch():
+    recs = _records(10)
+    a = make_dataloader(recs, batch_size=3, shuffle=True, seed=1)
+    b = make_dataloader(recs, batch_size=3, shuffle=True, seed=1)
+    e0a, e0b = _uids(a), _uids(b)
+    assert e0a == e0b
+    assert sorted(u for bt in e0a for u in bt) == sorted(r.uid for r in recs)  # a permutation
+    e1 = _uids(a)
+    assert e1 != e0a  # the next epoch has another order
+    assert [u for bt in e0a for u in bt] == [f"f:{i}" for i in np.random.default_rng([1, 0]).permutation(10)]
+
+
+def test_resume_mid_epoch_gives_same_order():
+    recs = _records(11)
+    ref = make_dataloader(recs, batch_size=3, shuffle=True, seed=7)
+    full = _uids(ref) + _uids(ref)  # two epochs
+    run = make_dataloader(recs, batch_size=3, shuffle=True, seed=7)
+    it = iter(run)
+    seen = [[r.uid for r in next(it)] for _ in range(2)]
+    state = run.state_dict()
+    assert state["epoch"] == 0 and state["offset"] == 6
+    resumed = make_dataloader(recs, batch_size=3, shuffle=True, seed=7)
+    resumed.load_state_dict(state)
+    rest = _uids(resumed) + _uids(resumed)
+    assert seen + rest == full
+
+
+def test_resume_at_epoch_end_starts_next_epoch():
+    recs = _records(4)
+    ref = make_dataloader(recs, batch_size=2, shuffle=True, seed=3)
+    e0, e1 = _uids(ref), _uids(ref)
+    run = make_dataloader(recs, batch_size=2, shuffle=True, seed=3)
+    it = iter(run)
+    next(it), next(it)  # the whole epoch 0 handed out, iterator not yet exhausted
+    state = run.state_dict()
+    assert (state["epoch"], state["offset"]) == (0, 4)
+    resumed = make_dataloader(recs, batch_size=2, shuffle=True, seed=3)
+    resumed.load_state_dict(state)
+    assert _uids(resumed) == e1 and e1 != e0
+    assert resumed.epoch == 2
+
+
+def test_state_mismatch_and_bad_args():
+    dl = make_dataloader(_records(6), batch_size=2, shuffle=True, seed=0)
+    with pytest.raises(ValueError, match="for 6 records, but the dataset has 5"):
+        make_dataloader(_records(5), batch_size=2, shuffle=True, seed=0).load_state_dict(dl.state_dict())
+    with pytest.raises(ValueError, match="seed=0"):
+        make_dataloader(_records(6), batch_size=2, shuffle=True, seed=1).load_state_dict(dl.state_dict())
+    with pytest.raises(ValueError, match="empty dataset"):
+        StatefulBatchSampler(0, 2)
+    with pytest.raises(ValueError, match="gives no batch"):
+        StatefulBatchSampler(3, 4, drop_last=True)
+
+
+def test_collate_records_object_arrays():
+    recs = _records(3)
+    out = collate_records(recs)
+    assert list(out) == ["uid", "index", "data_source", "prompt", "images", "ground_truth", "options"]
+    for v in out.values():
+        assert v.dtype == object and v.shape == (3,)
+    assert out["uid"].tolist() == ["f:0", "f:1", "f:2"]
+    assert out["images"][1] == ["/img/1.png"]  # lists stay lists, not a 2-D array
+    assert out["prompt"][2] == [{"role": "user", "content": "<image> q2"}]
+    assert out["ground_truth"].tolist() == ["0", "1", "2"] and out["index"].tolist() == [0, 1, 2]

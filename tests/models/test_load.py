@@ -1,0 +1,174 @@
+"""load_vlm / load_processor: clear errors, vision-tower helpers, processors without torchvision."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from verl.models.load import (
+    SUPPORTED_MODEL_TYPES,
+    get_vision_tower,
+    image_token_id,
+    load_processor,
+    load_vlm,
+    vision_module_names,
+)
+
+ARCHS = ["qwen2_vl", "qwen2_5_vl", "internvl"]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_folder(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match="nope.*does not exist"):
+        load_vlm(missing)
+
+
+def test_missing_config(tmp_path, tiny_vlm_path):
+    folder = _copy(tiny_vlm_path("qwen2_vl"), tmp_path / "m")
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'.*m' has no config.json"):
+        load_vlm(folder)
+
+
+def test_missing_weights(tmp_path, tiny_vlm_path):
+    folder = _copy(tiny_vlm_path("qwen2_5_vl"), tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no weights.*model.safetensors"):
+        load_vlm(folder)
+    load_processor(folder)  # the processor alone needs no weights
+
+
+def test_missing_tokenizer(tmp_path, tiny_vlm_path):
+    folder = _copy(tiny_vlm_path("internvl"), tmp_path / "m")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files"):
+        load_vlm(folder)
+
+
+def test_unsupported_model_type(tmp_path, tiny_vlm_path):
+    folder = _copy(tiny_vlm_path("qwen2_vl"), tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model_type"] = "llava"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError) as err:
+        load_vlm(folder)
+    msg = str(err.value)
+    assert str(folder) in msg and "'llava'" in msg and all(t in msg for t in SUPPORTED_MODEL_TYPES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_load_processor_is_image_only_pil(tiny_vlm_path, arch):
+    from transformers.image_processing_backends import PilBackend
+
+    from verl.models.processors import processor_class_for
+
+    proc = load_processor(tiny_vlm_path(arch))
+    assert type(proc) is processor_class_for(arch)
+    assert isinstance(proc.image_processor, PilBackend)
+    assert not hasattr(proc, "video_processor")
+    assert proc.chat_template and "im_start" in proc.chat_template  # the folder's template, not a default
+    assert image_token_id(proc) == image_token_id(load_vlm(tiny_vlm_path(arch))[0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_vision_helpers(tiny_vlm_path, arch):
+    model, _ = load_vlm(tiny_vlm_path(arch), dtype=torch.bfloat16, attn_implementation=None)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    tower = get_vision_tower(model)
+    names = vision_module_names(model)
+    modules = dict(model.named_modules())
+    assert names and all(n in modules for n in names)
+    assert modules[names[0]] is tower
+    if arch == "internvl":
+        assert names == ["model.vision_tower", "model.multi_modal_projector"]
+    else:
+        assert names == ["model.visual"]  # the Qwen patch merger (projector) lives inside `visual`
+    frozen = {id(p) for n in names for p in modules[n].parameters()}
+    n_lm = sum(p.numel() for p in model.parameters() if id(p) not in frozen)
+    assert 0 < n_lm < sum(p.numel() for p in model.parameters())
+
+
+def test_saved_processor_folder_stays_stock(tmp_path, tiny_vlm_path):
+    """save_pretrained of our subclass writes stock class names + a video config (vLLM reads such folders)."""
+    proc = load_processor(tiny_vlm_path("qwen2_5_vl"))
+    out = tmp_path / "saved"
+    proc.save_pretrained(out)
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        data = json.loads((out / name).read_text())
+        assert data.get("processor_class", "Qwen2_5_VLProcessor") == "Qwen2_5_VLProcessor", name
+    assert (out / "video_preprocessor_config.json").is_file()
+    again = load_processor_from(out, "qwen2_5_vl")
+    assert again.image_processor.to_dict()["size"] == proc.image_processor.to_dict()["size"]
+
+
+def load_processor_from(folder: Path, model_type: str):
+    from verl.models.processors import processor_class_for
+
+    return processor_class_for(model_type).from_pretrained(str(folder), local_files_only=True)
+
+
+def test_autoprocessor_resolves_registered_name(tmp_path, tiny_vlm_path):
+    """A folder naming our class (e.g. written by hand) resolves through AutoProcessor to the full processor."""
+    from transformers import AutoProcessor
+
+    folder = _copy(tiny_vlm_path("qwen2_vl"), tmp_path / "m")
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        data = json.loads((folder / name).read_text())
+        data["processor_class"] = "Qwen2VLImageProcessorOnly"
+        (folder / name).write_text(json.dumps(data))
+    proc = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+    assert type(proc).__name__ == "Qwen2VLImageProcessorOnly"
+    assert hasattr(proc, "image_processor") and hasattr(proc, "tokenizer")
+
+
+def test_qwen3_vl_processor_if_available(tiny_vlm_path):
+    from verl.models.processors import IMAGE_ONLY_PROCESSORS
+
+    if "qwen3_vl" not in IMAGE_ONLY_PROCESSORS:
+        pytest.skip("transformers has no Qwen3-VL")
+    base = load_processor(tiny_vlm_path("qwen2_5_vl"))
+    proc = IMAGE_ONLY_PROCESSORS["qwen3_vl"](base.image_processor, base.tokenizer, chat_template=base.chat_template)
+    from PIL import Image
+
+    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
+                                    add_generation_prompt=True, tokenize=False)
+    out = proc(images=[Image.new("RGB", (112, 112))], text=[text], return_tensors="pt")
+    assert int((out["input_ids"] == proc.image_token_id).sum()) == 16
+
+
+_NO_TORCHVISION = textwrap.dedent("""
+    import sys
+    sys.modules["torchvision"] = None  # behave as if torchvision were not installed
+    from PIL import Image
+    import torch
+    from verl.models.load import load_vlm
+    model, proc = load_vlm(sys.argv[1])
+    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+        "text": "digit?"}]}], add_generation_prompt=True, tokenize=False)
+    inputs = proc(images=[Image.new("RGB", (56, 56), "white")], text=[text], return_tensors="pt")
+    model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert sys.modules.get("torchvision") is None, "torchvision was imported"
+    print("OK", type(proc.image_processor).__name__)
+""")
+
+
+def test_works_without_torchvision(tiny_vlm_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", _NO_TORCHVISION, str(tiny_vlm_path("qwen2_5_vl"))],
+                         capture_output=True, text=True, env=env, timeout=300,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "OK Qwen2VLImageProcessorPil" in res.stdout

@@ -1,0 +1,217 @@
+"""Typed config: dataclass schemas behind the Hydra YAML (verl key names).
+
+The root :class:`RLConfig` is registered in Hydra's ``ConfigStore`` as ``ppo_trainer_schema``; YAML files
+pull it in through their defaults list (``defaults: [ppo_trainer_schema, _self_]``), so a misspelled key in
+a YAML file or a command-line override fails at composition with an error naming the key.
+
+Choice-valued keys are plain ``str`` here (OmegaConf has no ``Literal``); :data:`CHOICES` lists their
+allowed values and :func:`verl.config.loader.finalize` checks them. ``None`` means "derived in
+``finalize``" where a field's comment says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+SCHEMA_NAME = "ppo_trainer_schema"
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    train_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_mc.json"])
+    val_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_mc.json"])
+    format: str = "auto"  # auto | ttrv_json | parquet
+    image_root: str | None = None  # base folder for relative image paths of TTRV JSON
+    max_prompt_length: int = 1024  # tokens, image tokens included
+    max_response_length: int = 1024
+    train_batch_size: int = 8  # prompts per step
+    val_batch_size: int = 64  # prompts per validation generate call
+    shuffle: bool = True
+    seed: int = 1
+    on_invalid: str = "error"  # error | skip
+    system_prompt: str | None = None
+    max_samples: int = -1  # -1 = all
+
+
+# ---------------------------------------------------------------- actor / rollout / reference
+@dataclass
+class ModelConfig:
+    path: str = "checkpoints/tiny_base/qwen2_5_vl"
+    trust_remote_code: bool = False
+    dtype: str = "bfloat16"  # float32 | bfloat16 | auto (the actor keeps fp32 master weights under FSDP)
+    enable_gradient_checkpointing: bool = True
+    freeze_vision_tower: bool = False
+    freeze_projector: bool = False
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-7
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_warmup_steps_ratio: float = 0.0
+    lr_warmup_steps: int = -1  # >= 0 overrides the ratio
+    lr_scheduler_type: str = "constant"  # constant | cosine
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    num_cycles: float = 0.5
+    total_training_steps: int = -1  # filled by derive_total_steps (for the schedule)
+
+
+@dataclass
+class FSDPConfig:
+    param_dtype: str = "bfloat16"  # float32 | bfloat16
+    reduce_dtype: str = "float32"
+    reshard_after_forward: bool = True
+    cpu_offload: bool = False
+
+
+@dataclass
+class ActorConfig:
+    strategy: str = "fsdp2"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    grad_clip: float = 1.0
+    ppo_mini_batch_size: int = 1  # prompts per optimizer step (x rollout.n samples)
+    ppo_micro_batch_size_per_gpu: int = 4  # samples per forward/backward
+    ppo_epochs: int = 1
+    policy_loss: str = "vanilla"  # registry key of verl.algos.policy_loss (vanilla | nll)
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    clip_ratio_c: float = 3.0  # dual-clip bound
+    loss_agg_mode: str = "token-mean"
+    use_kl_loss: bool = True
+    kl_loss_coef: float = 0.001
+    kl_loss_type: str = "low_var_kl"
+    entropy_coeff: float = 0.0
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    log_prob_micro_batch_size_per_gpu: int | None = None  # None -> ppo_micro_batch_size_per_gpu
+
+
+@dataclass
+class ValKwargsConfig:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    n: int = 1
+    do_sample: bool = False
+
+
+@dataclass
+class RolloutConfig:
+    name: str = "auto"  # auto (vllm if importable) | vllm | hf
+    n: int = 16  # samples per prompt used for the update
+    n_votes: int | None = 32  # samples per prompt that vote; None -> n; must be >= n
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int | None = None  # None -> data.max_response_length
+    gpu_memory_utilization: float = 0.65
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    free_cache_engine: bool = True  # sleep / wake the engine around the actor update
+    max_model_len: int | None = None  # None -> max_prompt_length + max_new_tokens
+    max_num_seqs: int | None = None  # vLLM scheduler cap; None = engine default
+    micro_batch_size: int | None = None  # HF engine: prompts per generate call; None = all
+    seed: int = 0
+    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
+    val_sample_n: int = 8  # N of mean@N / maj@N validation (1 disables sampled validation)
+
+
+@dataclass
+class RefConfig:
+    enable: bool | None = None  # None -> actor.use_kl_loss
+    log_prob_micro_batch_size_per_gpu: int | None = None  # None -> actor's
+
+
+@dataclass
+class ActorRolloutRefConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ref: RefConfig = field(default_factory=RefConfig)
+
+
+# ---------------------------------------------------------------- algorithm / reward / trainer
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = "grpo"  # registry key of verl.algos.advantage (grpo | drgrpo | grpo_batch | ...)
+    norm_adv_by_std_in_grpo: bool = True
+    epsilon: float = 1e-6
+
+
+@dataclass
+class RewardConfig:
+    name: str = "ttrv"
+    reward_type: str = "frequency"  # frequency | majority
+    entropy_coef: float = 0.75
+    entropy_form: str = "paper"  # paper | normalized | per_sample (per_sample survives group normalization)
+    invalid_penalty: float = -1.0  # reward of unparseable answers (they never vote unless invalid_votes)
+    invalid_votes: bool = False  # ablation: let unparseable answers vote as their own class
+    custom_reward_function: str | None = None  # "path/to/file.py:function"
+
+
+@dataclass
+class TrainerConfig:
+    project_name: str = "verl_ttrv"
+    experiment_name: str = "ttrv"
+    total_epochs: int = 2
+    total_training_steps: int | None = None  # None -> ceil(prompts / train_batch_size) * total_epochs
+    n_gpus_per_node: int = 1  # with device=cpu: number of CPU workers per node
+    nnodes: int = 1
+    device: str = "auto"  # auto (cuda if available on the driver) | cpu | cuda
+    logger: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    log_dir: str = "logs"
+    save_freq: int = -1  # steps between checkpoints (plus one at the end); <= 0: none
+    test_freq: int = -1  # steps between validations; <= 0: only before and after training
+    val_before_train: bool = True
+    default_local_dir: str | None = None  # None -> checkpoints/<project_name>/<experiment_name>
+    resume_mode: str = "auto"  # auto | disable | resume_path
+    resume_from_path: str | None = None
+    ray_address: str | None = None  # None -> start a local Ray instance
+    ray_num_cpus: int | None = None
+    ray_dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = False
+    seed: int = 1
+    max_actor_ckpt_to_keep: int | None = None  # None = keep all
+
+
+@dataclass
+class RLConfig:
+    """Root config: ``data``, ``actor_rollout_ref``, ``algorithm``, ``reward``, ``trainer``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("auto", "ttrv_json", "parquet"),
+    "data.on_invalid": ("error", "skip"),
+    "actor_rollout_ref.model.dtype": ("float32", "bfloat16", "auto"),
+    "actor_rollout_ref.actor.strategy": ("fsdp2",),
+    "actor_rollout_ref.actor.optim.lr_scheduler_type": ("constant", "cosine"),
+    "actor_rollout_ref.actor.loss_agg_mode": ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-sum"),
+    "actor_rollout_ref.actor.kl_loss_type": ("low_var_kl", "k1", "k2", "k3", "kl", "abs", "mse"),
+    "actor_rollout_ref.actor.fsdp.param_dtype": ("float32", "bfloat16"),
+    "actor_rollout_ref.actor.fsdp.reduce_dtype": ("float32", "bfloat16"),
+    "actor_rollout_ref.rollout.name": ("auto", "vllm", "hf"),
+    "reward.reward_type": ("frequency", "majority"),
+    "reward.entropy_form": ("paper", "normalized", "per_sample"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.resume_mode": ("auto", "disable", "resume_path"),
+}
+LOGGER_CHOICES = ("console", "jsonl", "tensorboard", "wandb")
+
+
+def register_configs() -> None:
+    """Store the root schema in Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RLConfig)
+
+
+register_configs()

@@ -1,0 +1,2 @@
+"""Data layer: formats (TTRV JSON, verl parquet) → :class:`verl.data.formats.Record`, validation,
+the digits task builder and resumable batching. Submodules are imported explicitly (no heavy imports here)."""

@@ -1,0 +1,161 @@
+"""Load a supported VLM and its processor from a LOCAL Hugging Face folder (never downloads).
+
+Public API
+----------
+- ``load_vlm(path, *, dtype=torch.float32, device="cpu", trust_remote_code=False, attn_implementation="sdpa")
+  -> (model, processor)``: model class picked from ``config.model_type`` (``SUPPORTED_MODEL_TYPES``).
+- ``load_processor(path, trust_remote_code=False) -> ProcessorMixin``: the torchvision-free image-only processor
+  of :mod:`verl.models.processors` (PIL image processor + tokenizer + the folder's chat template).
+- ``read_model_type(path) -> str``; ``check_model_folder(path, need_weights=True) -> str`` (model_type).
+- ``get_vision_tower(model)``, ``vision_module_names(model) -> list[str]`` (module names to freeze: tower and
+  projector), ``image_token_id(model_or_processor) -> int``.
+- ``MODEL_CLASSES``: ``{model_type: *ForConditionalGeneration class}``.
+
+Errors: missing folder / config.json / weights / tokenizer files -> ``FileNotFoundError`` naming the folder
+and what is missing; unsupported ``model_type`` -> ``ValueError`` naming folder, model_type and the supported list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    InternVLForConditionalGeneration,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLForConditionalGeneration,
+)
+
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen2_vl": Qwen2VLForConditionalGeneration,
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "internvl": InternVLForConditionalGeneration,
+}
+try:  # Qwen3-VL exists in recent transformers only
+    from transformers import Qwen3VLForConditionalGeneration
+
+    MODEL_CLASSES["qwen3_vl"] = Qwen3VLForConditionalGeneration
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    pass
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(MODEL_CLASSES)
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
+def _folder(path: str | Path) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist (or is not a directory)")
+    return folder
+
+
+def read_model_type(path: str | Path) -> str:
+    """``model_type`` from ``<path>/config.json``."""
+    folder = _folder(path)
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"model folder {str(folder)!r} has no config.json")
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg}: invalid JSON ({e})") from e
+    if not model_type:
+        raise ValueError(f"{cfg}: no 'model_type' key")
+    return str(model_type)
+
+
+def check_model_folder(path: str | Path, need_weights: bool = True) -> str:
+    """Validate a model folder (config, supported type, weights, tokenizer); return its model_type."""
+    folder = _folder(path)
+    model_type = read_model_type(folder)
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(
+            f"model folder {str(folder)!r}: unsupported model_type {model_type!r} "
+            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    if need_weights and not any((folder / f).is_file() for f in _WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} has no weights (expected one of: {', '.join(_WEIGHT_FILES)})"
+        )
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} has no tokenizer files (expected one of: {', '.join(_TOKENIZER_FILES)})"
+        )
+    return model_type
+
+
+def load_processor(path: str | Path, trust_remote_code: bool = False) -> ProcessorMixin:
+    """The image-only (PIL, no video processor) processor of a local model folder."""
+    from verl.models.processors import processor_class_for
+
+    model_type = check_model_folder(path, need_weights=False)
+    cls = processor_class_for(model_type)
+    return cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+
+
+def load_vlm(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = "sdpa",
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load ``(model, processor)`` from a local folder; the model is on ``device`` in ``dtype``."""
+    model_type = check_model_folder(path)
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = MODEL_CLASSES[model_type].from_pretrained(str(path), **kwargs)
+    model = model.to(device)
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    return model, processor
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return getattr(model, "model", model)
+
+
+def get_vision_tower(model: nn.Module) -> nn.Module:
+    """The vision encoder (Qwen: ``visual`` incl. its patch merger; InternVL: ``vision_tower``)."""
+    inner = _inner(model)
+    for name in ("visual", "vision_tower"):
+        mod = getattr(inner, name, None)
+        if isinstance(mod, nn.Module):
+            return mod
+    raise ValueError(f"{type(model).__name__}: no vision tower found (looked for .visual / .vision_tower)")
+
+
+def vision_module_names(model: nn.Module, include_projector: bool = True) -> list[str]:
+    """Qualified names (as in ``model.named_modules()``) of the vision tower and, optionally, the projector."""
+    tower = get_vision_tower(model)
+    wanted = {id(tower)}
+    if include_projector:
+        proj = getattr(_inner(model), "multi_modal_projector", None)
+        if isinstance(proj, nn.Module):
+            wanted.add(id(proj))
+    return [name for name, mod in model.named_modules() if id(mod) in wanted]
+
+
+def image_token_id(model_or_processor: Any) -> int:
+    """Id of the image placeholder token, from a model (its config) or a processor / tokenizer."""
+    cfg = getattr(model_or_processor, "config", None)
+    if cfg is not None:
+        for key in ("image_token_id", "image_token_index"):
+            if getattr(cfg, key, None) is not None:
+                return int(getattr(cfg, key))
+    tid = getattr(model_or_processor, "image_token_id", None)
+    if tid is None:
+        tok = getattr(model_or_processor, "tokenizer", model_or_processor)
+        tid = getattr(tok, "image_token_id", None) or getattr(tok, "context_image_token_id", None)
+    if tid is None:
+        raise ValueError(f"{type(model_or_processor).__name__}: cannot determine the image token id")
+    return int(tid)

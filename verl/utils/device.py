@@ -1,0 +1,36 @@
+"""Device selection and the matching ``torch.distributed`` backend."""
+
+from __future__ import annotations
+
+import torch
+
+_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Map ``"auto"|"cpu"|"cuda"`` (also ``"cuda:N"``) to a concrete device string.
+
+    ``auto`` picks ``cuda`` when available, else ``cpu``. Asking for CUDA without one raises ``RuntimeError``.
+    """
+    if not isinstance(device, str):
+        raise ValueError(f"resolve_device: expected one of {_CHOICES}, got {device!r}")
+    dev = device.strip().lower()
+    if dev == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu":
+        return "cpu"
+    if dev == "cuda" or dev.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"resolve_device: {device!r} requested but CUDA is not available")
+        return dev
+    raise ValueError(f"resolve_device: unknown device {device!r}; expected one of {_CHOICES} (or 'cuda:N')")
+
+
+def dist_backend(device: str) -> str:
+    """``torch.distributed`` backend for a resolved device: ``nccl`` for CUDA, ``gloo`` for CPU."""
+    dev = device.strip().lower()
+    if dev == "cpu":
+        return "gloo"
+    if dev == "cuda" or dev.startswith("cuda:"):
+        return "nccl"
+    raise ValueError(f"dist_backend: unknown device {device!r}; expected 'cpu' or 'cuda[:N]'")
