@@ -18,14 +18,8 @@ import numpy as np
 import torch
 
 from verl.algos.advantage import get_adv_estimator
-from verl.checkpoint import (
-    load_trainer_state,
-    mark_latest,
-    prune,
-    resolve_resume,
-    save_trainer_state,
-    step_dir,
-)
+from verl.checkpoint import CheckpointManager
+from verl.config.loader import derive_total_steps
 from verl.config.schema import RLConfig
 from verl.data.dataset import make_dataloader
 from verl.data.formats import Record
@@ -69,7 +63,7 @@ class RayTrainer:
         self.val_records = val_records
         self.tracker = tracker
         # The one place labels are kept: read only by the metrics helpers.
-        self._labels = {r.uid: r.ground_truth for r in [*train_records, *val_records]}
+        self._labels = M.normalized_labels([*train_records, *val_records])
         self.reward_manager = GroupRewardManager(config.reward)
         self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
         self.dataloader = make_dataloader(
@@ -80,10 +74,10 @@ class RayTrainer:
             drop_last=False,
         )
         self.steps_per_epoch = len(self.dataloader)
-        self.total_steps = config.trainer.total_training_steps or self.steps_per_epoch * config.trainer.total_epochs
+        self.total_steps = derive_total_steps(config, len(train_records))  # before the workers build schedules
         self.global_step = 0
         self.wg = None
-        self.ckpt_root = Path(config.trainer.default_local_dir)
+        self.ckpt = CheckpointManager(config.trainer.default_local_dir, keep=config.trainer.max_actor_ckpt_to_keep)
 
     # ------------------------------------------------------------------ set-up
     def init_workers(self) -> None:
@@ -132,7 +126,7 @@ class RayTrainer:
         if self.val_records and (cfg.trainer.test_freq <= 0 or self.global_step % cfg.trainer.test_freq != 0):
             last_val = self.validate()
             self.tracker.log(last_val, step=self.global_step)
-        if cfg.trainer.save_freq > 0 and not (self.ckpt_root / f"global_step_{self.global_step}").exists():
+        if cfg.trainer.save_freq > 0 and self.ckpt.latest_step() != self.global_step:
             self.save_checkpoint()
         summary = M.base_vs_adapted(base_val, last_val)
         self.tracker.summary(summary)
@@ -174,7 +168,7 @@ class RayTrainer:
         metrics = M.mean_over_workers(actor_metrics)
         metrics.update(M.batch_metrics(batch, timing))
         metrics.update(M.group_metrics(reward.groups))
-        metrics.update(M.train_label_metrics(reward.groups, self._labels))
+        metrics.update(M.train_label_metrics(reward.groups, self._labels, self.config.reward.invalid_votes))
         metrics["training/global_step"] = self.global_step
         metrics["training/epoch"] = self.dataloader.epoch
         return metrics, timing
@@ -241,29 +235,20 @@ class RayTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        d = step_dir(self.ckpt_root, self.global_step)
-        d.mkdir(parents=True, exist_ok=True)
-        self.wg.save_checkpoint(str(d))
-        save_trainer_state(
-            d,
-            {
-                "global_step": self.global_step,
-                "dataloader": self.dataloader.state_dict(),
-                "rng": rng_state(),
-            },
-        )
-        mark_latest(self.ckpt_root, self.global_step)
-        prune(self.ckpt_root, self.config.trainer.max_actor_ckpt_to_keep)
-        return d
+        """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here)."""
+        folder = self.ckpt.prepare(self.global_step)
+        self.wg.save_checkpoint(str(folder))
+        state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state()}
+        return self.ckpt.commit(self.global_step, state)
 
     def _maybe_resume(self) -> None:
         t = self.config.trainer
-        d = resolve_resume(self.ckpt_root, t.resume_mode, t.resume_from_path)
-        if d is None:
+        folder = self.ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
+        if folder is None:
             return
-        state = load_trainer_state(d)
-        self.wg.load_checkpoint(str(d))
-        self.global_step = int(state["global_step"])
+        state = self.ckpt.load(folder)
+        self.wg.load_checkpoint(str(folder))
+        self.global_step = int(state["step"])
         self.dataloader.load_state_dict(state["dataloader"])
         set_rng_state(state["rng"])
-        logger.info("resumed from %s at step %d", d, self.global_step)
+        logger.info("resumed from %s at step %d", folder, self.global_step)

@@ -90,7 +90,7 @@ def run(cfg: RLConfig) -> dict[str, float]:
         cfg.trainer.experiment_name,
         list(cfg.trainer.logger),
         log_dir=cfg.trainer.log_dir,
-        config=to_yaml(cfg),
+        config=cfg,
     )
     init_ray(cfg)
     trainer = RayTrainer(cfg, train, val, tracker)

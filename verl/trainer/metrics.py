@@ -14,7 +14,8 @@ import torch
 
 from verl.protocol import DataProto
 from verl.rewards import metrics as label_metrics
-from verl.rewards.answers import INVALID
+from verl.rewards.answers import INVALID, normalize_ground_truth
+from verl.rewards.voting import answer_entropy
 
 
 def _stats(prefix: str, x: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -74,50 +75,69 @@ def group_metrics(groups: Sequence) -> dict[str, float]:
     }
 
 
-def train_label_metrics(groups: Sequence, labels: dict[str, str | None]) -> dict[str, float]:
+def normalized_labels(records: Sequence) -> dict[str, str]:
+    """``uid -> canonical ground truth`` (the form :func:`extract_answer` produces) of labeled records.
+
+    A ground truth that cannot be mapped onto the record's options is an error naming the record.
+    """
+    out: dict[str, str] = {}
+    for r in records:
+        if r.ground_truth is None:
+            continue
+        try:
+            out[r.uid] = normalize_ground_truth(r.ground_truth, r.options or None)
+        except ValueError as exc:
+            raise ValueError(f"{r.where()}: {exc}") from exc
+    return out
+
+
+def train_label_metrics(groups: Sequence, labels: dict[str, str], invalid_votes: bool = False) -> dict[str, float]:
     """TTRL metrics that need the hidden labels (reported only): label/reward accuracy, pass@N, ..."""
     rows = [
-        label_metrics.group_label_metrics(g.answers, g.scores, g.majority, labels.get(g.uid))
+        label_metrics.label_metrics(g.answers, labels[g.uid], invalid_votes=invalid_votes)
         for g in groups
-        if labels.get(g.uid) is not None
+        if g.uid in labels
     ]
-    return {f"train/{k}": v for k, v in mean_over_workers(rows).items()}
+    out = {f"train/{k}": v for k, v in label_metrics.mean_label_metrics(rows).items()}
+    if "train/pass_at_n" in out:
+        n = len(groups[0].answers)
+        out[f"train/pass@{n}"] = out.pop("train/pass_at_n")
+    return out
+
+
+def _answers_by_prompt(data: DataProto) -> dict[str, tuple[str, list[str]]]:
+    """``uid -> (data_source, [answers])`` in first-appearance order."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    nt = data.non_tensor_batch
+    for uid, src, ans in zip(nt["uid"], nt["data_source"], nt["answer"]):
+        out.setdefault(str(uid), (str(src), []))[1].append(str(ans))
+    return out
 
 
 def validation_metrics(
-    greedy: DataProto, sampled: DataProto | None, labels: dict[str, str | None], n: int
+    greedy: DataProto, sampled: DataProto | None, labels: dict[str, str], n: int
 ) -> dict[str, float]:
-    """``val-core/<data_source>/acc/mean@1`` (greedy), ``.../acc/mean@N`` and ``.../acc/maj@N``."""
+    """``val-core/<data_source>/acc/mean@1`` (greedy, plain per-item), ``.../acc/mean@N`` and ``.../acc/maj@N``."""
     out: dict[str, float] = {}
-    by_src: dict[str, list[float]] = defaultdict(list)
-    nt = greedy.non_tensor_batch
-    for uid, src, ans in zip(nt["uid"], nt["data_source"], nt["answer"]):
-        gt = labels.get(str(uid))
-        if gt is not None:
-            by_src[str(src)].append(float(label_metrics.is_correct(ans, gt)))
-    for src, v in by_src.items():
-        out[f"val-core/{src}/acc/mean@1"] = float(np.mean(v))
-    if sampled is not None:
-        per_prompt: dict[str, list[str]] = defaultdict(list)
-        src_of: dict[str, str] = {}
-        for uid, src, ans in zip(
-            sampled.non_tensor_batch["uid"], sampled.non_tensor_batch["data_source"], sampled.non_tensor_batch["answer"]
-        ):
-            per_prompt[str(uid)].append(ans)
-            src_of[str(uid)] = str(src)
-        mean_n: dict[str, list[float]] = defaultdict(list)
-        maj_n: dict[str, list[float]] = defaultdict(list)
-        for uid, answers in per_prompt.items():
-            gt = labels.get(uid)
-            if gt is None:
-                continue
-            mean_n[src_of[uid]].append(label_metrics.mean_at_n(answers, gt))
-            maj_n[src_of[uid]].append(label_metrics.maj_at_n(answers, gt))
-        for src in mean_n:
-            out[f"val-core/{src}/acc/mean@{n}"] = float(np.mean(mean_n[src]))
-            out[f"val-core/{src}/acc/maj@{n}"] = float(np.mean(maj_n[src]))
-    inv = [a == INVALID for a in nt["answer"]]
+    for name, data in (("greedy", greedy), ("sampled", sampled)):
+        if data is None:
+            continue
+        by_src: dict[str, tuple[list[list[str]], list[str]]] = defaultdict(lambda: ([], []))
+        for uid, (src, answers) in _answers_by_prompt(data).items():
+            if uid in labels:
+                by_src[src][0].append(answers)
+                by_src[src][1].append(labels[uid])
+        for src, (answers, gts) in by_src.items():
+            if name == "greedy":
+                out[f"val-core/{src}/acc/mean@1"] = label_metrics.mean_at_n(answers, gts)
+            else:
+                out[f"val-core/{src}/acc/mean@{n}"] = label_metrics.mean_at_n(answers, gts)
+                out[f"val-core/{src}/acc/maj@{n}"] = label_metrics.maj_at_n(answers, gts)
+    inv = [a == INVALID for a in greedy.non_tensor_batch["answer"]]
     out["val/invalid_ratio"] = float(np.mean(inv)) if inv else 0.0
+    if sampled is not None:
+        ent = [answer_entropy(a) for _, a in _answers_by_prompt(sampled).values()]
+        out["val/answer_entropy"] = float(np.mean(ent)) if ent else 0.0
     return out
 
 
