@@ -95,6 +95,12 @@ class RayTrainer:
         info = self.wg.init_model()
         logger.info("workers ready: %s", info)
 
+    def close(self) -> None:
+        """Stop the worker group and free its resources (the Ray instance stays up)."""
+        if self.wg is not None:
+            self.wg.shutdown()
+            self.wg = None
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
         """Train for ``total_steps`` steps; returns the base → adapted validation summary."""

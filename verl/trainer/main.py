@@ -94,10 +94,11 @@ def run(cfg: RLConfig) -> dict[str, float]:
     )
     init_ray(cfg)
     trainer = RayTrainer(cfg, train, val, tracker)
-    trainer.init_workers()
     try:
+        trainer.init_workers()
         summary = trainer.fit()
     finally:
+        trainer.close()
         tracker.finish()
     print_summary(summary, Path(cfg.trainer.log_dir) / cfg.trainer.project_name / cfg.trainer.experiment_name)
     return summary

@@ -50,9 +50,16 @@ def batch_metrics(batch: DataProto, timing: dict[str, float]) -> dict[str, float
         "response_length/clip_ratio": float((resp_len >= mask.shape[1]).float().mean()),
     }
     n_tokens = float(batch.batch["attention_mask"].sum())
-    if timing.get("step"):
-        out["perf/total_num_tokens"] = n_tokens
-        out["perf/throughput"] = n_tokens / timing["step"]
+    step_s = timing.get("timing_s/step")
+    out["perf/total_num_tokens"] = n_tokens
+    if step_s:
+        out["perf/throughput"] = n_tokens / step_s
+    if "rollout_log_probs" in batch.batch and "old_log_probs" in batch.batch:
+        # rollout engine vs actor on the same weights (after the last sync): should agree closely
+        diff = torch.masked_select((batch.batch["rollout_log_probs"] - batch.batch["old_log_probs"]).abs(), mask.bool())
+        if diff.numel():
+            out["training/rollout_probs_diff_max"] = float(diff.max())
+            out["training/rollout_probs_diff_mean"] = float(diff.mean())
     if "entropys" in batch.batch:
         ent = torch.masked_select(batch.batch["entropys"], mask.bool())
         out["actor/entropy_rollout"] = float(ent.mean()) if ent.numel() else 0.0
