@@ -15,14 +15,14 @@ pytestmark = pytest.mark.slow
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "config")
 
 
-def make_config(model: Path, data: Path, tmp: Path, *extra: str):
+def make_config(model: Path, data: Path, tmp: Path, *extra: str, engine: str = "hf"):
     files = f"[{data / 'test_noise_mc.json'}]"
     return load_config("ttrv_cpu_tiny", [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={files}", f"data.val_files={files}",
         "data.train_batch_size=2", "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.rollout.val_sample_n=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         f"trainer.default_local_dir={tmp / 'ckpt'}", f"trainer.log_dir={tmp / 'logs'}",
-        "trainer.logger=[jsonl]", *extra,
+        "trainer.logger=[jsonl]", f"actor_rollout_ref.rollout.name={engine}", *extra,
     ], config_dir=CONFIG_DIR)
 
 
@@ -49,7 +49,7 @@ def run(cfg, train, val, record_batches: list | None = None):
     try:
         trainer.init_workers()
         before = trainer.wg.full_state_dict()[0]
-        summary = trainer.fit()
+        summary = {**trainer.fit(), "workers": trainer.worker_info}
         after = trainer.wg.full_state_dict()
     finally:
         trainer.close()
@@ -59,8 +59,10 @@ def run(cfg, train, val, record_batches: list | None = None):
     return summary, before, after, rows
 
 
-def test_two_workers_train_sync_and_log(ray_local, tiny_vlm_path, digits_dir, tmp_path):
-    cfg = make_config(tiny_vlm_path("qwen2_5_vl"), digits_dir, tmp_path, "trainer.total_training_steps=2")
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_two_workers_train_sync_and_log(ray_local, tiny_vlm_path, digits_dir, tmp_path, engine):
+    cfg = make_config(tiny_vlm_path("qwen2_5_vl"), digits_dir, tmp_path, "trainer.total_training_steps=2",
+                      engine=engine)
     assert cfg.trainer.n_gpus_per_node == 2  # world size 2
     summary, before, after, rows = run(cfg, records(digits_dir), records(digits_dir))
     # both ranks hold the same full parameters, and the update changed them
@@ -78,6 +80,7 @@ def test_two_workers_train_sync_and_log(ray_local, tiny_vlm_path, digits_dir, tm
     assert rows[0]["step"] == 0 and "val-core/digits_test_noise/acc/mean@1" in rows[0]  # base model first
     assert "base/val-core/digits_test_noise/acc/mean@1" in summary
     assert "adapted/val-core/digits_test_noise/acc/maj@2" in summary
+    assert {w["rollout"] for w in summary["workers"]} == {"VLLMRollout" if engine == "vllm" else "HFRollout"}
 
 
 def test_labels_never_reach_training(ray_local, tiny_vlm_path, digits_dir, tmp_path):

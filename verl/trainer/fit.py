@@ -77,6 +77,7 @@ class RayTrainer:
         self.total_steps = derive_total_steps(config, len(train_records))  # before the workers build schedules
         self.global_step = 0
         self.wg = None
+        self.worker_info: list[dict] = []
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, keep=config.trainer.max_actor_ckpt_to_keep)
 
     # ------------------------------------------------------------------ set-up
@@ -92,8 +93,8 @@ class RayTrainer:
             num_gpus_per_worker=1.0 if on_gpu else 0.0,
         )
         self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs={"config": self.config})
-        info = self.wg.init_model()
-        logger.info("workers ready: %s", info)
+        self.worker_info = self.wg.init_model()
+        logger.info("workers ready: %s", self.worker_info)
 
     def close(self) -> None:
         """Stop the worker group and free its resources (the Ray instance stays up)."""
