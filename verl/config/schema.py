@@ -33,7 +33,8 @@ class DataConfig:
     seed: int = 1
     on_invalid: str = "error"  # error | skip
     system_prompt: str | None = None
-    max_samples: int = -1  # -1 = all
+    max_samples: int = -1  # -1 = all (first records of each file list)
+    train_subset: int = -1  # > 0: adapt on this many adaptation prompts drawn at random with data.seed
 
 
 # ---------------------------------------------------------------- actor / rollout / reference

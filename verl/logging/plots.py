@@ -146,8 +146,12 @@ def plot_run(jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def plot_compare(runs: Mapping[str, str | Path], key: str, out_png: str | Path) -> Path:
+def plot_compare(runs: Mapping[str, str | Path], key: str, out_png: str | Path,
+                 keys: Mapping[str, str] | None = None) -> Path:
     """Overlay metric ``key`` of several runs (``{label: metrics.jsonl}``) in one PNG.
+
+    ``keys`` optionally names a different metric per run label (e.g. each run's own split); ``key`` is
+    then only the axis label.
 
     Runs lacking ``key`` are skipped with a warning; if none has it, ``KeyError`` names the key and the
     keys that do exist.
@@ -159,11 +163,12 @@ def plot_compare(runs: Mapping[str, str | Path], key: str, out_png: str | Path) 
     plotted = 0
     for label, path in runs.items():
         series = load_metrics(path)
-        if key not in series:
-            logger.warning("plot_compare: run %r (%s) has no metric %r; skipped", label, path, key)
+        run_key = (keys or {}).get(label, key)
+        if run_key not in series:
+            logger.warning("plot_compare: run %r (%s) has no metric %r; skipped", label, path, run_key)
             available.update(series)
             continue
-        ax.plot(*series[key], label=str(label))
+        ax.plot(*series[run_key], marker=".", label=str(label))
         plotted += 1
     if not plotted:
         raise KeyError(f"plot_compare: no run has metric {key!r}; available: {sorted(available)}")

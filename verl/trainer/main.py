@@ -46,12 +46,25 @@ def load_data(cfg: RLConfig):
         if report.skipped:
             logger.warning("skipped records in %s: %s", list(files), report.skipped)
         out.append(records)
+    if cfg.data.train_subset > 0:
+        out[0] = pick_subset(out[0], cfg.data.train_subset, cfg.data.seed)
     if cfg.data.system_prompt:
         for records in out:
             for r in records:
                 if not r.prompt or r.prompt[0].get("role") != "system":
                     r.prompt = [{"role": "system", "content": cfg.data.system_prompt}, *r.prompt]
     return out[0], out[1]
+
+
+def pick_subset(records: list, k: int, seed: int) -> list:
+    """``k`` records drawn without replacement with ``seed`` (kept in file order)."""
+    import numpy as np
+
+    if k > len(records):
+        raise ValueError(f"data.train_subset={k} but the adaptation set has only {len(records)} prompts")
+    idx = np.sort(np.random.default_rng(seed).choice(len(records), size=k, replace=False))
+    logger.info("adapting on %d of %d prompts (data.train_subset, seed %d)", k, len(records), seed)
+    return [records[i] for i in idx]
 
 
 def init_ray(cfg: RLConfig) -> None:
