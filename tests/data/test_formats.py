@@ -188,3 +188,11 @@ def test_self_written_ttrv_file(small_digits, tmp_path):
 @pytest.mark.parametrize("json_path", SHARED_FILES, ids=lambda p: p.parent.name)
 def test_shared_ttrv_samples_load(json_path, small_digits, tmp_path):
     _check_ttrv_file(json_path, small_digits / "images" / "test_blur", tmp_path)
+
+
+def test_convert_cli(digits_dir, tmp_path):
+    from verl.data.formats import load_records, main
+
+    out = main(["convert", str(digits_dir / "test_noise_mc.json"), str(tmp_path / "x.parquet")])
+    a, b = load_records([digits_dir / "test_noise_mc.json"]), load_records([out])
+    assert len(a) == len(b) and [r.ground_truth for r in a] == [r.ground_truth for r in b]

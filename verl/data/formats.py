@@ -275,3 +275,26 @@ def load_records(paths: str | Path | Iterable[str | Path], format: str = "auto",
         else:
             records.extend(read_verl_parquet(p))
     return records
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """CLI: ``python -m verl.data.formats convert IN.json OUT.parquet [--image-root DIR] [--no-embed]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Convert TTRV JSON to verl parquet.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="TTRV JSON -> verl parquet")
+    c.add_argument("json_path")
+    c.add_argument("parquet_path")
+    c.add_argument("--image-root", default=None)
+    c.add_argument("--no-embed", action="store_true", help="keep image paths instead of embedding bytes")
+    c.add_argument("--data-source", default=None)
+    a = p.parse_args(argv)
+    out = convert_ttrv_to_parquet(a.json_path, a.parquet_path, image_root=a.image_root,
+                                  embed_images=not a.no_embed, data_source=a.data_source)
+    print(f"wrote {out} ({len(read_verl_parquet(out))} rows)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
