@@ -124,4 +124,18 @@ def test_resume_continues_with_the_same_data_order(ray_local, tiny_vlm_path, dig
     assert first + second == full_order  # same batches in the same order (epoch boundary crossed at step 4)
     for k in full_params[0]:
         np.testing.assert_allclose(resumed_params[0][k], full_params[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
-    assert (tmp_path / "cut" / "ckpt" / "global_step_4" / "trainer_state.json").is_file()
+    # export of the sharded (world size 2) checkpoint to a plain HF folder
+    import subprocess
+    import sys
+
+    import torch
+
+    from verl.models.load import load_vlm
+
+    out = tmp_path / "exported"
+    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(tmp_path / "cut" / "ckpt" / "global_step_4"),
+                    str(out)], check=True, timeout=300)
+    exported, _ = load_vlm(out, dtype=torch.float32, device="cpu")
+    sd = exported.state_dict()
+    for k, v in full_params[0].items():
+        np.testing.assert_allclose(sd[k].numpy(), v, rtol=1e-5, atol=1e-6, err_msg=k)

@@ -245,7 +245,8 @@ class RayTrainer:
         """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here)."""
         folder = self.ckpt.prepare(self.global_step)
         self.wg.save_checkpoint(str(folder))
-        state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state()}
+        state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state(),
+                 "model_path": self.config.actor_rollout_ref.model.path}
         return self.ckpt.commit(self.global_step, state)
 
     def _maybe_resume(self) -> None:

@@ -401,6 +401,19 @@ class FSDPActor:
             self.scheduler.load_state_dict(extra["scheduler"])
 
 
+    def load_model_weights(self, ckpt_dir: str | os.PathLike) -> None:
+        """Only the model weights of a :meth:`save_checkpoint` folder (any world size: DCP reshards)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        path = Path(ckpt_dir)
+        if not (path / "dcp").is_dir():
+            raise FileNotFoundError(f"no actor checkpoint under {path} (missing {path / 'dcp'})")
+        state = {"model": get_model_state_dict(self.module)}
+        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        set_model_state_dict(self.module, state["model"])
+
+
 class ReferencePolicy(FSDPActor):
     """Frozen reference policy: ``compute_log_prob`` gives ``ref_log_prob``; no optimizer."""
 

@@ -1,0 +1,55 @@
+"""Export a training checkpoint to a plain Hugging Face folder that transformers and vLLM load.
+
+    python -m verl.trainer.export checkpoints/ttrv/cpu_tiny/global_step_40 exported/ [--base-model PATH]
+
+Works for a checkpoint saved at any world size (DCP reshards on load). The base model folder (config,
+processor, tokenizer, chat template) defaults to the one recorded in the checkpoint's trainer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import verl  # noqa: F401  (torchvision compat shim)
+from verl.checkpoint import load_trainer_state
+
+
+def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None) -> Path:
+    """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it."""
+    import torch.distributed as dist
+
+    from verl.workers.actor import FSDPActor
+
+    step = Path(step_dir)
+    state = load_trainer_state(step)
+    base = base_model or state.get("model_path")
+    if not base:
+        raise ValueError(f"{step}: no model_path in the trainer state; pass --base-model")
+    own_pg = not dist.is_initialized()
+    if own_pg:
+        store = tempfile.mkdtemp(prefix="verl_export_")
+        dist.init_process_group("gloo", init_method=f"file://{store}/pg", rank=0, world_size=1)
+    try:
+        policy = FSDPActor(str(base), None, device="cpu", role="ref")
+        policy.load_model_weights(step / "actor")
+        policy.export_hf(out_dir)
+    finally:
+        if own_pg:
+            dist.destroy_process_group()
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step_dir", help="a global_step_N folder")
+    p.add_argument("out_dir")
+    p.add_argument("--base-model", default=None, help="model folder the run started from")
+    a = p.parse_args(argv)
+    print(f"exported to {export_checkpoint(a.step_dir, a.out_dir, a.base_model)}")
+
+
+if __name__ == "__main__":
+    main()
