@@ -11,5 +11,5 @@ PY="${VERL_VENV:-$ROOT/.venv}/bin/python"
 export HF_HUB_OFFLINE=1 WANDB_MODE="${WANDB_MODE:-offline}" TOKENIZERS_PARALLELISM=false
 [ -f data/digits/manifest.json ] || "$PY" -m verl.data.digits --out data/digits --seed 0
 BASE=checkpoints/tiny_base/qwen2_5_vl
-[ -f "$BASE/config.json" ] || "$PY" -m recipes.ttrv.pretrain_base --arch qwen2_5_vl --data data/digits --out "$BASE"
+"$PY" -m recipes.ttrv.pretrain_base --arch qwen2_5_vl --data data/digits --out "$BASE"  # cached: no-op when up to date
 exec "$PY" -m verl.trainer.main --config-dir recipes/ttrv/config --config-name ttrv_cpu_tiny "$@"
