@@ -49,7 +49,7 @@ class Variant:
 
 
 VARIANTS = {
-    "full": Variant(seeds=3, max_prompts=200, dev_lrs=(3e-5, 1e-4, 3e-4), epochs=1, val_n=8),
+    "full": Variant(seeds=3, max_prompts=100, dev_lrs=(1e-5, 3e-5, 1e-4), epochs=2, val_n=8),
     "small": Variant(seeds=1, max_prompts=8, dev_lrs=(1e-4,), epochs=1, val_n=2, shifts=("noise",), ablations=False,
                      extra=["data.train_batch_size=4", "actor_rollout_ref.rollout.n_votes=4",
                             "actor_rollout_ref.rollout.n=4"]),
@@ -68,7 +68,7 @@ class Run:
 
 
 def split_file(data: Path, split: str) -> str:
-    return str(data / f"{split}_mc.json")
+    return str(data / f"{split}_open.json")
 
 
 def plan(v: Variant, data: Path, lr: float, model: str) -> list[Run]:

@@ -118,17 +118,17 @@ def pretrain(args: argparse.Namespace) -> Path:
     train_s = time.perf_counter() - t0
     report = {"train_seconds": round(train_s, 1), "args": stamp}
     if args.eval_n > 0:
-        report["eval"] = evaluate_base(out, data, args.eval_n, args.eval_max)
+        report["eval"] = evaluate_base(out, data, args.eval_n, args.eval_max, args.styles)
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     (out / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return out
 
 
-def evaluate_base(model: Path, data: Path, n: int, max_samples: int) -> dict:
-    """Greedy / mean@N / maj@N on clean val, the dev shift and every test shift (MC style)."""
+def evaluate_base(model: Path, data: Path, n: int, max_samples: int, styles: list[str]) -> dict:
+    """Greedy / mean@N / maj@N on clean val, the dev shift and every test shift, in the trained styles."""
     from recipes.ttrv.evaluate import evaluate, format_results
 
-    files = [data / f"{s}_mc.json" for s in REPORT_SPLITS if (data / f"{s}_mc.json").is_file()]
+    files = [data / f"{s}_{st}.json" for st in styles for s in REPORT_SPLITS if (data / f"{s}_{st}.json").is_file()]
     res = evaluate(model, files, n=n, max_samples=max_samples)
     logger.info("base model:\n%s", format_results(res))
     return res
@@ -143,7 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--styles", nargs="+", default=["mc", "open"], choices=("mc", "open"))
+    # open style (answer = digit) by default: at ~1M parameters the model does not learn to map a digit to
+    # its option letter (MC stays at chance after 1,000 steps; see README), while it does learn to read digits
+    p.add_argument("--styles", nargs="+", default=["open"], choices=("mc", "open"))
     p.add_argument("--eval-n", type=int, default=8, help="samples for mean@N / maj@N in the report (0: no report)")
     p.add_argument("--eval-max", type=int, default=200, help="items per split in the report")
     return p.parse_args(argv)

@@ -21,8 +21,8 @@ SCHEMA_NAME = "ppo_trainer_schema"
 # ---------------------------------------------------------------- data
 @dataclass
 class DataConfig:
-    train_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_mc.json"])
-    val_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_mc.json"])
+    train_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_open.json"])
+    val_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_open.json"])
     format: str = "auto"  # auto | ttrv_json | parquet
     image_root: str | None = None  # base folder for relative image paths of TTRV JSON
     max_prompt_length: int = 1024  # tokens, image tokens included

@@ -6,6 +6,8 @@ Splits of the 1,797 8×8 images (stratified by digit, deterministic given ``seed
 - ``dev_elastic`` (100 other images, elastic distortion): shifted split reserved for hyper-parameter selection;
 - ``test_noise``, ``test_blur``, ``test_rotate``, ``test_invert``, ``test_occlude``: the remaining 500
   images, each under one shift (the same images in every test split); evaluation / adaptation only.
+  Shifts: Gaussian noise (sigma 0.4), Gaussian blur, rotation by 12-20 degrees, partial inversion (pixels
+  blended 35-45 % toward their inverse), a grey-black occluding square; dev: elastic distortion.
 
 Images are upscaled (bilinear) to ``image_size`` px, dark ink on a white background, RGB PNG, written
 under ``out_dir/images/<split>/``. Each split gets two prompt styles: ``<split>_mc.json`` (4-way multiple
@@ -57,14 +59,16 @@ def _blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    angle = float(rng.uniform(25.0, 35.0)) * (1 if rng.random() < 0.5 else -1)
+    angle = float(rng.uniform(12.0, 20.0)) * (1 if rng.random() < 0.5 else -1)
     from scipy.ndimage import rotate
 
     return rotate(x, angle, reshape=False, order=1, mode="constant", cval=1.0)
 
 
 def _invert(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return 1.0 - x
+    """Partial inversion: every pixel blended 35-45 % toward its inverse (paper darkens, ink lightens)."""
+    a = float(rng.uniform(0.35, 0.45))
+    return (1.0 - a) * x + a * (1.0 - x)
 
 
 def _occlude(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

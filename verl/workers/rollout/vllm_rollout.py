@@ -163,7 +163,9 @@ class VLLMRollout(RolloutEngine):
             top_k=0 if spec.greedy or spec.top_k <= 0 else spec.top_k,
             max_tokens=spec.max_new_tokens,
             logprobs=0,
-            seed=seed,
+            # vLLM's CPU runner fails ("CPU Generator does not use offset") when a request with its own
+            # seeded generator is prefilled in chunks; on CPU sampling is seeded once per engine instead
+            seed=seed if self.device == "cuda" else None,
             stop_token_ids=list(self.eos_ids),
             detokenize=False,
         )
