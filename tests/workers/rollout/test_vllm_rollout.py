@@ -28,6 +28,7 @@ def vengine(tiny):
                        rollout_config={"response_length": 8})
     TIMINGS["engine_init_s"] = time.perf_counter() - t0
     yield eng
+    eng.close()
     print("\nvLLM rollout timings:", {k: round(v, 3) for k, v in TIMINGS.items()})
 
 
