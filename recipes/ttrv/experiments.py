@@ -49,7 +49,8 @@ class Variant:
 
 
 VARIANTS = {
-    "full": Variant(seeds=3, max_prompts=100, dev_lrs=(1e-5, 3e-5, 1e-4), epochs=2, val_n=8),
+    "full": Variant(seeds=3, max_prompts=100, dev_lrs=(1e-5, 3e-5, 1e-4), epochs=2, val_n=8,
+                    extra=["trainer.test_freq=10"]),
     "small": Variant(seeds=1, max_prompts=8, dev_lrs=(1e-4,), epochs=1, val_n=2, shifts=("noise",), ablations=False,
                      extra=["data.train_batch_size=4", "actor_rollout_ref.rollout.n_votes=4",
                             "actor_rollout_ref.rollout.n=4"]),
@@ -119,19 +120,21 @@ def execute(run: Run, out: Path, v: Variant) -> dict:
     from verl.trainer.main import run as train
 
     folder = out / "runs" / run.name
-    done = folder / "summary.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    if folder.exists():
-        shutil.rmtree(folder)  # an interrupted run starts over
+    done, spec_file = folder / "summary.json", out / "runs" / f"{run.name}.overrides.json"
     overrides = [*run.overrides, f"trainer.log_dir={out}", "trainer.project_name=runs",
                  f"trainer.experiment_name={run.name}", f"trainer.default_local_dir={out / 'ckpt' / run.name}"]
     if run.preset != "protocol_c_single" and run.preset != "protocol_b_20":
         overrides.append(f"trainer.total_epochs={v.epochs}")
+    spec = json.dumps({"preset": run.preset, "overrides": overrides})
+    if done.is_file() and spec_file.is_file() and spec_file.read_text() == spec:
+        return json.loads(done.read_text())
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted run, or one made with other settings, starts over
     cfg = load_config(run.preset, overrides, config_dir=CONFIG_DIR)
     logger.info("run %s (%s)", run.name, " ".join(run.overrides))
     summary = train(cfg)
     shutil.rmtree(out / "ckpt" / run.name, ignore_errors=True)
+    spec_file.write_text(spec)
     return summary
 
 
@@ -249,12 +252,18 @@ def main(argv: list[str] | None = None) -> str:
     md = (f"Variant `{a.variant}`: first {v.max_prompts} prompts of each split, {v.seeds} seed(s), "
           f"N = {v.val_n} samples for mean@N / maj@N, greedy = one greedy answer per item (plain per-item "
           f"accuracy). Learning rate {lr:g} chosen on the dev shift `dev_elastic` only ({dev}).\n\n"
-          + headline(runs, results) + "\n" + table(runs, results, v.val_n, v))
+          + headline(runs, results) + "\n" + table(runs, results, v.val_n, v)
+          + "\n![greedy accuracy vs step](docs/results/accuracy_vs_step.png)"
+          " ![answer entropy vs step](docs/results/answer_entropy_vs_step.png)\n")
     (out / "results.md").write_text(md)
-    plots(runs, out)
+    pngs = plots(runs, out)
     readme = a.readme or ("README.md" if a.variant == "full" else None)
     if readme:
         write_readme(md, Path(readme))
+        figs = Path(readme).parent / "docs" / "results"
+        figs.mkdir(parents=True, exist_ok=True)
+        for png in pngs:
+            shutil.copy2(png, figs / png.name)
     print(md)
     return md
 
