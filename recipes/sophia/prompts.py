@@ -21,6 +21,10 @@ CAPTION_PROMPT = (
     "given measurements and annotations exactly. Describe only what you see; do not guess or solve anything."
 )
 
+# A short fixed describe prompt for tiny CPU models (the detailed one is ~245 tokens of a 1k-vocab BPE).
+BRIEF_CAPTION_PROMPT = "Describe this image in detail. Describe only what you see; do not solve anything."
+CAPTION_PROMPTS = {"detailed": CAPTION_PROMPT, "brief": BRIEF_CAPTION_PROMPT}
+
 REASONING_SYSTEM_PROMPT = (
     "You are an expert problem solver. Think step by step, check your work, and put the final answer "
     "inside \\boxed{}."
@@ -43,11 +47,14 @@ LONG_REASONING_SYSTEM_PROMPT = (
 )
 
 
-def build_caption_messages(n_images: int = 1) -> list[dict[str, Any]]:
-    """The fixed "describe everything" captioner prompt for ``n_images`` images; the question is hidden."""
+def build_caption_messages(n_images: int = 1, prompt: str = CAPTION_PROMPT) -> list[dict[str, Any]]:
+    """The fixed "describe everything" captioner prompt for ``n_images`` images; the question is hidden.
+
+    ``prompt`` may be a key of ``CAPTION_PROMPTS`` ("detailed", "brief") or the prompt text itself."""
     if n_images < 1:
         raise ValueError(f"caption prompt needs at least one image, got n_images={n_images}")
-    return [{"role": "user", "content": IMAGE_PLACEHOLDER * n_images + "\n" + CAPTION_PROMPT}]
+    text = CAPTION_PROMPTS.get(prompt, prompt)
+    return [{"role": "user", "content": IMAGE_PLACEHOLDER * n_images + "\n" + text}]
 
 
 def question_text(question_messages: str | Sequence[dict[str, Any]]) -> str:

@@ -1,0 +1,175 @@
+"""Regenerate the SOPHIA results table: ``python -m recipes.sophia.experiments [--variant full|small]``.
+
+For every seed (``--seeds``, default 0 1 2), held-out greedy accuracy of the tiny VLM:
+
+* ``base``: the pretrained captioner VLM (never trained to answer);
+* ``sophia``: one round of SOPHIA (the pipeline with the shipped config, seed-dependent sampling);
+* ``caption_sft``: baseline (i): the same selected questions, trained on the kept *captions* only;
+* ``no_caption_reward``: ablation: any correct trajectory (caption reward ignored), shortest kept;
+* ``grpo``: baseline (ii): on-policy GRPO with gold rewards from the base VLM (``grpo_baseline``);
+* ``sophia_grpo``: the same GRPO run started from the SOPHIA model.
+
+Baselines reuse the SOPHIA run's collection files (copied), so they differ from it only where stated.
+Every run folder lives under ``--out/runs/<method>_s<seed>/`` and is resumable; ``result.json`` marks a
+finished method. The table goes to ``docs/sophia_results.md`` (``--table``). ``--variant small`` runs the
+same code with a few items and one seed (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import verl  # noqa: F401  (torchvision compat shim)
+from recipes.sophia.config import load_sophia_config
+from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
+from recipes.sophia.pipeline import _rollout_factory, run_pipeline
+from recipes.sophia.runio import write_json
+
+logger = logging.getLogger("recipes.sophia.experiments")
+METHODS = ("base", "sophia", "caption_sft", "no_caption_reward", "grpo", "sophia_grpo")
+COLLECTION_FILES = ("captions.jsonl", "reasonings.jsonl", "rewards.jsonl", "reasoner_cache.sqlite")
+SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {"seeds": [0, 1, 2], "overrides": [], "grpo": GRPOCfg()},
+    "small": {"seeds": [0], "overrides": ["data.max_train=6", "data.max_eval=6", "caption.k=2", "reason.n=4",
+                                          "update.epochs=1", "select.alpha=0.0", "eval.max_new_tokens=16",
+                                          "reason.max_new_tokens=16", "caption.max_new_tokens=12"],
+              "grpo": GRPOCfg(steps=1, prompts_per_step=2, group=2, max_new_tokens=16)},
+}
+
+
+def _cfg(config: str | None, out: Path, name: str, seed: int, overrides: list[str]):
+    return load_sophia_config(config, [f"trainer.log_dir={out}", "trainer.project_name=runs",
+                                       f"trainer.experiment_name={name}", f"trainer.seed={seed}",
+                                       f"update.seed={seed}", "trainer.logger=[jsonl]", *overrides])
+
+
+def _copy(src: Path, dst: Path, names: tuple[str, ...]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        if (src / n).is_file() and not (dst / n).exists():
+            shutil.copy2(src / n, dst / n)
+
+
+def run_seed(seed: int, out: Path, config: str | None, overrides: list[str], grpo: GRPOCfg) -> dict[str, dict]:
+    """All methods for one seed; returns ``{method: metrics}`` (cached per method in ``result.json``)."""
+    from recipes.sophia import stages as S
+    from verl.logging.tracker import Tracker
+
+    res: dict[str, dict] = {}
+
+    def done(name: str) -> dict | None:
+        p = out / "runs" / f"{name}_s{seed}" / "result.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def finish(name: str, metrics: dict) -> dict:
+        write_json(out / "runs" / f"{name}_s{seed}" / "result.json", metrics)
+        return metrics
+
+    cfg = _cfg(config, out, f"sophia_s{seed}", seed, overrides)
+    sophia_run = cfg.run_path
+    res["sophia"] = done("sophia") or finish("sophia", run_pipeline(cfg))
+    res["base"] = {k.replace("/base/", "/sophia/"): v for k, v in res["sophia"].items() if k.startswith("eval/base/")}
+    for name, extra, files in (("caption_sft", ["update.target=caption"], COLLECTION_FILES + SELECTION_FILES),
+                               ("no_caption_reward", ["select.use_caption_reward=false"], COLLECTION_FILES)):
+        if done(name) is None:
+            c = _cfg(config, out, f"{name}_s{seed}", seed, [*overrides, *extra, "eval.base=false"])
+            _copy(sophia_run, c.run_path, files)
+            finish(name, run_pipeline(c))
+        res[name] = done(name)
+    eval_q = S.load_questions(Path(cfg.data.dir) / cfg.data.eval_file, cfg.data.max_eval)
+    train_q = S.load_questions(Path(cfg.data.dir) / cfg.data.train_file, cfg.data.max_train)
+    sp = S.system_prompt_of(cfg)
+    for name, init in (("grpo", cfg.caption.model_path), ("sophia_grpo", str(sophia_run / "model"))):
+        if done(name) is None:
+            run = out / "runs" / f"{name}_s{seed}"
+            g = GRPOCfg(**{**grpo.__dict__, "seed": seed})
+            with Tracker("runs", f"{name}_s{seed}", backends=["jsonl"], log_dir=out, config=g.__dict__) as tr:
+                stats = run_grpo(init, train_q, run / "model", g, sp, tr)
+                m = S.evaluate_stage(cfg, eval_q, run / "model", "sophia", run, _rollout_factory(cfg))
+                tr.log(m, step=g.steps)
+            finish(name, {**m, "grpo": stats})
+        res[name] = done(name)
+    return res
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    mean = 100 * statistics.mean(vals)
+    return f"{mean:.1f} ± {100 * statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{mean:.1f}"
+
+
+def write_table(results: dict[int, dict[str, dict]], path: Path, command: str, seconds: float) -> str:
+    """Markdown: accuracy per method and seed, mean ± std, plus the collection statistics per seed."""
+    seeds = sorted(results)
+    key = "eval/sophia/acc"
+    lines = ["# SOPHIA results (tiny CPU setup)", "",
+             f"Generated by `{command}` on {datetime.date.today()} in {seconds / 60:.0f} min (CPU). "
+             "Held-out digit-pair questions (`data/sophia_pairs/eval.json`), greedy decoding, accuracy in %; "
+             "mean ± sample std over seeds. See `docs/sophia.md` for the setup.", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | boxed answer | digits stated right |",
+             "|---|" + "---|" * (len(seeds) + 3)]
+    for m in METHODS:
+        rows = [results[s].get(m) or {} for s in seeds]
+        acc = [r[key] for r in rows if key in r]
+        boxed = [r["eval/sophia/boxed_rate"] for r in rows if "eval/sophia/boxed_rate" in r]
+        digits = [r["eval/sophia/digits_stated_right"] for r in rows if "eval/sophia/digits_stated_right" in r]
+        cells = [f"{100 * r[key]:.1f}" if key in r else "-" for r in rows]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(acc)} | {_fmt(boxed)} | {_fmt(digits)} |")
+    types = sorted({k.rsplit("/", 1)[1] for s in seeds for k in results[s].get("sophia", {})
+                    if k.startswith("eval/sophia/acc/")})
+    lines += ["", "Per question type (mean over seeds):", "", "| method | " + " | ".join(types) + " |",
+              "|---|" + "---|" * len(types)]
+    for m in METHODS:
+        cells = [_fmt([results[s][m][f"{key}/{t}"] for s in seeds if f"{key}/{t}" in (results[s].get(m) or {})])
+                 for t in types]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    stat_keys = [("sophia/reasoning_accuracy", "reasoning acc."), ("sophia/caption_correct_fraction", "captions right"),
+                 ("sophia/caption_reward_mean/correct_caption", "R(c) right caption"),
+                 ("sophia/caption_reward_mean/wrong_caption", "R(c) wrong caption"),
+                 ("sophia/kept_fraction", "kept questions"),
+                 ("sophia/caption_correct_fraction/above_alpha", "captions right among R(c)>α")]
+    lines += ["", "SOPHIA collection per seed (training questions):", "",
+              "| seed | " + " | ".join(n for _, n in stat_keys) + " | mean kept length (tokens) |",
+              "|---|" + "---|" * (len(stat_keys) + 1)]
+    for s in seeds:
+        r = results[s]["sophia"]
+        cells = [f"{100 * r[k]:.1f}%" if k in r else "-" for k, _ in stat_keys]
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {r.get('sophia/mean_kept_length_tokens', 0):.1f} |")
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--config", default=None, help="pipeline YAML (default: sophia_cpu_tiny.yaml)")
+    p.add_argument("--out", default="logs/sophia/experiments")
+    p.add_argument("--table", default="docs/sophia_results.md")
+    p.add_argument("overrides", nargs="*", help="pipeline overrides applied to every run")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    v = VARIANTS[a.variant]
+    t0 = time.perf_counter()
+    results = {s: run_seed(s, Path(a.out), a.config, [*v["overrides"], *a.overrides], v["grpo"])
+               for s in (a.seeds or v["seeds"])}
+    cmd = "python -m recipes.sophia.experiments" + (f" --variant {a.variant}" if a.variant != "full" else "")
+    text = write_table(results, Path(a.table), cmd, time.perf_counter() - t0)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
