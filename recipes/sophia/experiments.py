@@ -35,7 +35,8 @@ from recipes.sophia.runio import write_json
 
 logger = logging.getLogger("recipes.sophia.experiments")
 METHODS = ("base", "sophia", "caption_sft", "no_caption_reward", "grpo", "sophia_grpo")
-COLLECTION_FILES = ("captions.jsonl", "reasonings.jsonl", "rewards.jsonl", "reasoner_cache.sqlite")
+COLLECTION_FILES = ("captions.jsonl", "captions.stamp.json", "reasonings.jsonl", "reasonings.stamp.json", "rewards.jsonl",
+                    "reasoner_cache.sqlite")
 SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"seeds": [0, 1, 2], "overrides": [], "grpo": GRPOCfg()},

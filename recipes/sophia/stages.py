@@ -98,12 +98,30 @@ def generate_texts(engine: Any, prompts: Sequence[Any], images: Sequence[list[An
     return out
 
 
+def _settings(section: Any, *skip: str) -> dict[str, Any]:
+    return {k: v for k, v in json.loads(json.dumps(section.__dict__, default=str)).items() if k not in skip}
+
+
+def _drop_if_stale(run: Path, name: str, stamp: dict[str, Any]) -> None:
+    """Delete ``<name>.jsonl`` when it was written by another model or other settings (``<name>.stamp.json``)."""
+    path = run / f"{name}.jsonl"
+    if stamp_is_fresh(run, stamp, f"{name}.stamp.json"):
+        return
+    if path.is_file():
+        logger.warning("%s was written by another model or other settings; starting it again", path)
+        path.unlink()
+    run.mkdir(parents=True, exist_ok=True)
+    write_stamp(run, stamp, f"{name}.stamp.json")
+
+
 # ------------------------------------------------------------------------------------------ caption
 def caption_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path,
                   engine_factory: Callable[[], Any]) -> dict[str, list[dict[str, str]]]:
     """K captions per image with the fixed describe prompt (the question is never shown); returns
     ``{image_key: [{"caption_id", "text"}, ...]}``. The engine is built only if some image is pending."""
     c = cfg.caption
+    _drop_if_stale(run, "captions", {"weights": _file_hash(Path(c.model_path) / "model.safetensors"),
+                                     "settings": _settings(c, "batch_images"), "seed": cfg.trainer.seed})
     store = JsonlStore(run / "captions.jsonl")
     images = list(dict.fromkeys(q.image_key for q in questions))
     refs = {q.image_key: q.images for q in questions}
@@ -137,6 +155,10 @@ def reason_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dic
     gold). Items whose samples did not all arrive stay pending (a re-run retries them); a row whose caption
     text changed since it was written is stale and redone."""
     r = cfg.reason
+    model = (_file_hash(Path(r.model_path) / "model.safetensors") if r.backend == "local"
+             else f"{r.http.base_url}|{r.http.model}")
+    _drop_if_stale(run, "reasonings", {"backend": r.backend, "model": model, "seed": cfg.trainer.seed,
+                                       "settings": _settings(r, "batch_items", "http")})
     store = JsonlStore(run / "reasonings.jsonl")
     items = [ReasonItem(f"{q.uid}|{cap['caption_id']}", q.text, cap["text"])
              for q in questions for cap in captions[q.image_key]]

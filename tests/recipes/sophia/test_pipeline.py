@@ -159,3 +159,27 @@ def test_update_sample_excludes_the_caption(setup):
     cfg.update.target = "caption"  # the caption-only baseline trains on the caption instead
     (row,) = training_rows(cfg, qs, sel)
     assert row.target == marker and "CAPTION-MARKER" not in json.dumps(row.prompt)
+
+
+def test_collection_is_redone_when_the_model_or_settings_change(setup, tmp_path):
+    cfg, truth, rows = setup
+    cfg.select.alpha = 0.5
+    run_pipeline(cfg, caption_engine=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
+    # a new captioner (its weights file changed): every image is captioned again; the stand-in writes the
+    # same texts, and reasonings are keyed by (question, caption text), so none is requested again
+    model = tmp_path / "captioner"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"new weights")
+    cfg.caption.model_path = str(model)
+    cap, rsn = FakeCaptioner(truth), FakeReasoner()
+    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    assert cap.rows == len(rows) and rsn.calls == 0
+    # other reasoning settings: captions are kept, reasonings are redone
+    cfg.reason.temperature = 0.5
+    cap, rsn = FakeCaptioner(truth), FakeReasoner()
+    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    assert cap.rows == 0 and rsn.calls == len(rows) * K * N
+    # the same settings again: nothing to do
+    cap, rsn = FakeCaptioner(truth), FakeReasoner()
+    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    assert cap.rows == 0 and rsn.calls == 0
