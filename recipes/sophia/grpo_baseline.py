@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GRPOCfg:
-    steps: int = 8
+    steps: int = 24
     prompts_per_step: int = 16
     group: int = 4
     lr: float = 1e-4

@@ -39,7 +39,7 @@ QUESTIONS = {
 }
 POOL_SIZES = {"pretrain": 1000, "sophia": 397, "eval": 400}
 SPLITS = {"caption_train": "pretrain", "sophia_train": "sophia", "eval": "eval"}
-DEFAULT_SIZES = {"caption_train": 2000, "sophia_train": 256, "eval": 200}
+DEFAULT_SIZES = {"caption_train": 2000, "sophia_train": 1024, "eval": 200}
 DIGIT_PX = 56
 
 

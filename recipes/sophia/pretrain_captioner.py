@@ -8,7 +8,7 @@ on ``caption_train``: (image, the fixed describe prompt of ``prompts.build_capti
 some text-only skills: ``--arith-batch`` text rows per step (no image) of digit arithmetic in the
 equation style the reasoner writes ("Compute 8 - 4." -> "8 - 4 = 4."). It never sees a question about
 an image, a ``\boxed{}`` answer or a reasoning chain. The result is a plain HF folder
-(``FSDPActor.export_hf``); ``stamp.json`` holds the arguments (and a hash of the data manifest), so a
+(``FSDPActor.export_hf``); ``stamp.json`` holds the arguments (and a hash of ``caption_train.json``), so a
 second call with the same arguments is a no-op. ``report.json`` gives the greedy and sampled (T=1)
 description accuracy on ``sophia_train`` images (both digits right; each digit right).
 """
@@ -100,7 +100,7 @@ def arithmetic_accuracy(model_path: str | Path, n: int = 64, seed: int = 999) ->
 
 def _stamp(a: argparse.Namespace) -> dict:
     d = {k: getattr(a, k) for k in ("arch", "steps", "batch_size", "arith_batch", "lr", "seed", "caption_prompt")}
-    d["data_manifest"] = hashlib.sha256((Path(a.data) / "manifest.json").read_bytes()).hexdigest()[:16]
+    d["caption_train"] = hashlib.sha256((Path(a.data) / "caption_train.json").read_bytes()).hexdigest()[:16]
     return d
 
 
