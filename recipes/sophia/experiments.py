@@ -11,8 +11,9 @@ For every seed (``--seeds``, default 0 1 2), held-out greedy accuracy of the tin
 
 Baselines reuse the SOPHIA run's collection files (copied), so they differ from it only where stated.
 Every run folder lives under ``--out/runs/<method>_s<seed>/`` and is resumable; ``result.json`` marks a
-finished method. The table goes to ``docs/sophia_results.md`` (``--table``). ``--variant small`` runs the
-same code with a few items and one seed (a smoke test).
+finished method. The table goes to ``docs/sophia_results.md`` (``--table``), the first seed's
+caption-reward histogram and before/after plot to ``docs/results/sophia_*.png`` (``--plots``).
+``--variant small`` runs the same code with a few items and one seed (a smoke test).
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--config", default=None, help="pipeline YAML (default: sophia_cpu_tiny.yaml)")
     p.add_argument("--out", default="logs/sophia/experiments")
     p.add_argument("--table", default="docs/sophia_results.md")
+    p.add_argument("--plots", default="docs/results", help="where the first seed's SOPHIA plots are copied")
     p.add_argument("overrides", nargs="*", help="pipeline overrides applied to every run")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -168,6 +170,11 @@ def main(argv: list[str] | None = None) -> str:
                for s in (a.seeds or v["seeds"])}
     cmd = "python -m recipes.sophia.experiments" + (f" --variant {a.variant}" if a.variant != "full" else "")
     text = write_table(results, Path(a.table), cmd, time.perf_counter() - t0)
+    first = Path(a.out) / "runs" / f"sophia_s{min(results)}" / "plots"
+    for name in ("caption_reward_hist.png", "accuracy_before_after.png"):
+        if (first / name).is_file():
+            Path(a.plots).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(first / name, Path(a.plots) / f"sophia_{name}")
     print(text)
     return text
 
