@@ -11,8 +11,9 @@ For every seed (``--seeds``, default 0 1 2), held-out greedy accuracy of the tin
 
 Baselines reuse the SOPHIA run's collection files (copied), so they differ from it only where stated.
 Every run folder lives under ``--out/runs/<method>_s<seed>/`` and is resumable; ``result.json`` marks a
-finished method. The table goes to ``docs/sophia_results.md`` (``--table``), the first seed's
-caption-reward histogram and before/after plot to ``docs/results/sophia_*.png`` (``--plots``).
+finished method. The table goes to ``--out/results.md`` and, for the full variant, into README.md between
+the ``sophia-results`` markers, with the first seed's caption-reward histogram and before/after plot
+copied to ``docs/results/sophia_*.png``.
 ``--variant small`` runs the same code with a few items and one seed (a smoke test).
 """
 
@@ -33,11 +34,15 @@ from recipes.sophia.config import load_sophia_config
 from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
 from recipes.sophia.pipeline import _rollout_factory, run_pipeline
 from recipes.sophia.runio import write_json
+from verl.utils.readme import write_section
 
 logger = logging.getLogger("recipes.sophia.experiments")
 METHODS = ("base", "sophia", "caption_sft", "no_caption_reward", "grpo", "sophia_grpo")
 COLLECTION_FILES = ("captions.jsonl", "captions.stamp.json", "reasonings.jsonl", "reasonings.stamp.json", "rewards.jsonl",
                     "reasoner_cache.sqlite")
+README_SECTION = "sophia-results"  # README.md markers <!-- sophia-results:start/end -->
+PLOTS_MD = ("\n![caption-reward histogram](docs/results/sophia_caption_reward_hist.png)"
+            " ![accuracy before and after SOPHIA](docs/results/sophia_accuracy_before_after.png)\n")
 SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"seeds": [0, 1, 2], "overrides": [], "grpo": GRPOCfg()},
@@ -159,8 +164,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--config", default=None, help="pipeline YAML (default: sophia_cpu_tiny.yaml)")
     p.add_argument("--out", default="logs/sophia/experiments")
-    p.add_argument("--table", default="docs/sophia_results.md")
-    p.add_argument("--plots", default="docs/results", help="where the first seed's SOPHIA plots are copied")
+    p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
     p.add_argument("overrides", nargs="*", help="pipeline overrides applied to every run")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -169,12 +173,16 @@ def main(argv: list[str] | None = None) -> str:
     results = {s: run_seed(s, Path(a.out), a.config, [*v["overrides"], *a.overrides], v["grpo"])
                for s in (a.seeds or v["seeds"])}
     cmd = "python -m recipes.sophia.experiments" + (f" --variant {a.variant}" if a.variant != "full" else "")
-    text = write_table(results, Path(a.table), cmd, time.perf_counter() - t0)
-    first = Path(a.out) / "runs" / f"sophia_s{min(results)}" / "plots"
-    for name in ("caption_reward_hist.png", "accuracy_before_after.png"):
-        if (first / name).is_file():
-            Path(a.plots).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(first / name, Path(a.plots) / f"sophia_{name}")
+    text = write_table(results, Path(a.out) / "results.md", cmd, time.perf_counter() - t0)
+    readme = a.readme or ("README.md" if a.variant == "full" else None)
+    if readme:
+        figs = Path(readme).parent / "docs" / "results"
+        figs.mkdir(parents=True, exist_ok=True)
+        first = Path(a.out) / "runs" / f"sophia_s{min(results)}" / "plots"
+        for name in ("caption_reward_hist.png", "accuracy_before_after.png"):
+            if (first / name).is_file():
+                shutil.copy2(first / name, figs / f"sophia_{name}")
+        write_section(readme, README_SECTION, text.split("\n", 2)[2] + PLOTS_MD)
     print(text)
     return text
 

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verl.config.loader import load_config
+from verl.utils.readme import write_section
 
 logger = logging.getLogger("recipes.ttrv.experiments")
 CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
 SHIFTS = ("noise", "blur", "rotate", "invert", "occlude")
-README_MARKERS = ("<!-- ttrv-results:start -->", "<!-- ttrv-results:end -->")
+README_SECTION = "ttrv-results"  # README.md markers <!-- ttrv-results:start/end -->
 
 
 @dataclass
@@ -215,17 +216,6 @@ def plots(runs: list[Run], out: Path) -> list[Path]:
             plot_compare(series, "train/answer_entropy", out / "answer_entropy_vs_step.png")]
 
 
-def write_readme(md: str, readme: Path) -> None:
-    """Replace the text between the ttrv-results markers of README.md."""
-    text = readme.read_text()
-    start, end = README_MARKERS
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} lacks the markers {start} / {end}")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{md}{end}{tail}")
-
-
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", choices=sorted(VARIANTS), default="full")
@@ -259,7 +249,7 @@ def main(argv: list[str] | None = None) -> str:
     pngs = plots(runs, out)
     readme = a.readme or ("README.md" if a.variant == "full" else None)
     if readme:
-        write_readme(md, Path(readme))
+        write_section(readme, README_SECTION, md)
         figs = Path(readme).parent / "docs" / "results"
         figs.mkdir(parents=True, exist_ok=True)
         for png in pngs:

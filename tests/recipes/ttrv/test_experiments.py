@@ -26,16 +26,6 @@ def test_table_statistics_by_hand():
     assert "+20.0 points" in E.headline(runs, results)
 
 
-def test_readme_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{E.README_MARKERS[0]}\nold\n{E.README_MARKERS[1]}\noutro\n")
-    E.write_readme("| new |\n", readme)
-    assert readme.read_text() == f"intro\n{E.README_MARKERS[0]}\n| new |\n{E.README_MARKERS[1]}\noutro\n"
-    readme.write_text("no markers")
-    with pytest.raises(ValueError, match="markers"):
-        E.write_readme("x", readme)
-
-
 @pytest.mark.slow
 def test_small_variant_end_to_end(ray_local, tiny_vlm_path, digits_dir, tmp_path):
     out = tmp_path / "results"
