@@ -276,6 +276,12 @@ def select_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dic
     stats["sophia/n_questions"] = n_asked  # questions without any reasoning row count as dropped too
     stats["sophia/kept_fraction"] = res.n_kept_questions / n_asked if n_asked else 0.0
     stats["sophia/dropped/total"] = n_asked - res.n_kept_questions
+    kept_ids = {k.candidate.question_id for k in res.kept}
+    by_type: dict[str, list[bool]] = {}
+    for q in questions:
+        by_type.setdefault(q.extra.get("qtype", "all"), []).append(q.uid in kept_ids)
+    for qt, flags in sorted(by_type.items()):  # the filter can favour easy question types
+        stats[f"sophia/kept_fraction/{qt}"] = float(np.mean(flags))
     out = {"stats": stats, "caption_reward_hist": res.caption_reward_hist, "length_unit": res.length_unit}
     write_json(run / "selection.json", out)
     write_stamp(run, stamp, "selection.stamp.json")

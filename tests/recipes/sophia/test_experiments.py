@@ -34,10 +34,12 @@ def test_results_table(tmp_path):
         return {"eval/sophia/acc": acc, "eval/sophia/acc/sum": acc, "eval/sophia/boxed_rate": 1.0,
                 "eval/sophia/digits_stated_right": 0.5}
 
-    results = {s: {"base": res(0.0), "sophia": {**res(0.2 + 0.1 * s), "sophia/kept_fraction": 0.5},
+    results = {s: {"base": res(0.0), "sophia": {**res(0.2 + 0.1 * s), "sophia/kept_fraction": 0.5,
+                                                "sophia/kept_fraction/sum": 0.25 * s},
                    "grpo": res(0.0)} for s in range(3)}
-    text = write_table(results, tmp_path / "t.md", "cmd", 60.0)
+    text = write_table(results, tmp_path / "t.md", "cmd")
     assert "| sophia | 20.0 | 30.0 | 40.0 | 30.0 ± 10.0 | 100.0 ± 0.0 | 50.0 ± 0.0 |" in text
     assert "| caption_sft | - | - | - | - |" in text
     assert "| 0 | - | - | - | - | 50.0% | - | 0.0 |" in text
+    assert "| sophia | 25.0 ± 25.0 |" in text and "| no_caption_reward | - |" in text  # kept per type
     assert (tmp_path / "t.md").read_text() == text

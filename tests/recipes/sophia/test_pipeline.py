@@ -95,11 +95,15 @@ def test_rewards_and_selection(setup):
     # right captions: 3/4 correct (sample 0 is wrong) -> R(c) = 0.75, NOT above alpha = 0.75 (strict)
     assert sorted({r["caption_reward"] for r in rewards}) in ([0.0, 0.75], [0.75])
     assert s["sophia/kept_fraction"] == 0.0 and s["sophia/dropped/total"] == len(rows)
+    qtypes = {r["qtype"] for r in rows}
+    assert {k for k in s if k.startswith("sophia/kept_fraction/")} == {f"sophia/kept_fraction/{t}" for t in qtypes}
+    assert all(s[f"sophia/kept_fraction/{t}"] == 0.0 for t in qtypes)
     assert s["sophia/reasoning_accuracy"] == pytest.approx(np.mean([x for r in rewards for x in r["rewards"]]))
     cfg.select.alpha = 0.5  # now the right captions qualify; the misread one (R = 0 for sum) does not
     s = run_pipeline(cfg, caption_engine=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
     sel = [json.loads(x) for x in (cfg.run_path / "selected.jsonl").read_text().splitlines()]
     assert s["sophia/kept_fraction"] == 1.0 and len(sel) == len(rows)
+    assert all(s[f"sophia/kept_fraction/{t}"] == 1.0 for t in qtypes)
     for r in sel:  # the shortest correct reasoning ("Hm. " once), from a caption naming the true digits
         assert r["reasoning"].startswith("Hm. The answer") and r["caption_reward"] == 0.75
         q = next(x for x in rows if r["question_id"].endswith(x["id"]))
