@@ -90,8 +90,6 @@ def run_grpo(init_model: str | Path, questions: list[Question], out_dir: str | P
             metrics.update(actor.update_policy(roll))
             engine.load_weights(actor.state_dict_for_sync())
             stats["updated_steps"] += 1
-        else:
-            actor.scheduler.step()
         if tracker is not None:
             tracker.log(metrics, step=step)
         logger.info("grpo step %d/%d reward %.3f (%.0f s)", step, g.steps, scores.mean(), time.perf_counter() - t0)
