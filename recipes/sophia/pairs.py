@@ -10,6 +10,8 @@ image is shared between roles:
 - ``sophia_train`` (pool ``sophia``, 397 digits): questions whose images the pipeline captions and reasons
   over; the gold answers are read by the reward only.
 - ``eval`` (pool ``eval``, 400 digits): held-out questions (greedy VLM accuracy before / after).
+- ``dev`` (pool ``sophia``): other pairs of the training digits, labeled, for choosing hyper-parameters
+  (the selection threshold α) without looking at ``eval``.
 
 Records are TTRV JSON (``prompt`` with an ``<image>`` placeholder, ``image_path`` relative to the JSON
 file, ``answer``, ``source``, ``id``) plus ``left``, ``right``, ``qtype`` (kept in ``Record.extra``), so
@@ -38,8 +40,8 @@ QUESTIONS = {
     "larger": "Which of the two digits in the image is larger? Answer with that digit.",
 }
 POOL_SIZES = {"pretrain": 1000, "sophia": 397, "eval": 400}
-SPLITS = {"caption_train": "pretrain", "sophia_train": "sophia", "eval": "eval"}
-DEFAULT_SIZES = {"caption_train": 2000, "sophia_train": 1024, "eval": 200}
+SPLITS = {"caption_train": "pretrain", "sophia_train": "sophia", "eval": "eval", "dev": "sophia"}
+DEFAULT_SIZES = {"caption_train": 2000, "sophia_train": 1024, "eval": 200, "dev": 200}
 DIGIT_PX = 56
 
 
@@ -87,7 +89,7 @@ def split_pools(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, Path]:
-    """Write the three splits (JSON + PNG) under ``out_dir``; returns ``{split: json path, "manifest": path}``."""
+    """Write the splits (JSON + PNG) under ``out_dir``; returns ``{split: json path, "manifest": path}``."""
     from sklearn.datasets import load_digits
 
     sizes = {**DEFAULT_SIZES, **(sizes or {})}

@@ -13,7 +13,7 @@ def test_grpo_baseline_one_step(tmp_path, tiny_vlm_path, monkeypatch):
     from recipes.sophia.pairs import build_pairs_dataset
     from recipes.sophia.stages import load_questions
 
-    paths = build_pairs_dataset(tmp_path / "data", sizes={"caption_train": 1, "sophia_train": 2, "eval": 1})
+    paths = build_pairs_dataset(tmp_path / "data", sizes={"caption_train": 1, "sophia_train": 2, "eval": 1, "dev": 1})
     qs = load_questions(paths["sophia_train"])
     flip = itertools.cycle([1.0, 0.0])  # an untrained model never answers: fake a reward signal
     monkeypatch.setattr(grpo_baseline, "reasoning_reward", lambda text, gold: next(flip))
@@ -43,3 +43,22 @@ def test_results_table(tmp_path):
     assert "| 0 | - | - | - | - | 50.0% | - | 0.0 |" in text
     assert "| sophia | 25.0 ± 25.0 |" in text and "| no_caption_reward | - |" in text  # kept per type
     assert (tmp_path / "t.md").read_text() == text
+
+
+def test_alpha_is_chosen_on_dev_questions_only(tmp_path, monkeypatch):
+    from recipes.sophia import experiments as E
+
+    seen = []
+
+    def fake_pipeline(cfg):
+        seen.append((cfg.select.alpha, cfg.data.eval_file, cfg.eval.base))
+        return {"eval/sophia/acc": {0.75: 0.5, 0.5: 0.7, 0.25: 0.7, 0.0: 0.6}[cfg.select.alpha]}
+
+    monkeypatch.setattr(E, "run_pipeline", fake_pipeline)
+    alpha, scores = E.choose_alpha(tmp_path, None, [], seed=0)
+    assert alpha == 0.5  # best on dev; the tie with 0.25 keeps the larger α
+    assert scores == [(0.75, 0.5), (0.5, 0.7), (0.25, 0.7), (0.0, 0.6)]
+    assert seen == [(a, "dev.json", False) for a in E.ALPHAS]  # never the reported eval questions
+    assert E.choose_alpha(tmp_path, None, [], seed=0) == (alpha, scores) and len(seen) == 4  # cached
+    assert E.run_alpha(tmp_path, None, [], 0, 0.5)["eval/sophia/acc"] == 0.7
+    assert seen[-1] == (0.5, "eval.json", False)

@@ -9,7 +9,7 @@ import pytest
 
 from recipes.sophia.pairs import QTYPES, build_pairs_dataset, describe, gold_answer, split_pools
 
-SIZES = {"caption_train": 3, "sophia_train": 8, "eval": 4}
+SIZES = {"caption_train": 3, "sophia_train": 8, "eval": 4, "dev": 4}
 
 
 def test_gold_answers_hand_computed():
@@ -49,3 +49,14 @@ def test_pools_are_disjoint():
     pools = split_pools(np.zeros(1797, dtype=int), seed=0)
     seen = [set(p.tolist()) for p in pools.values()]
     assert sum(len(s) for s in seen) == 1797 and len(set().union(*seen)) == 1797
+
+
+def test_dev_split_uses_training_digits_only(tmp_path):
+    paths = build_pairs_dataset(tmp_path, seed=0, sizes=SIZES)
+    pools = split_pools(np.zeros(1797, dtype=int), seed=0)
+    dev = json.loads(paths["dev"].read_text())
+    assert len(dev) == SIZES["dev"] and all(r["source"] == "digit_pairs_dev" for r in dev)
+    used = {i for r in dev for i in r["digit_index"]}
+    assert used <= set(pools["sophia"].tolist()) and not used & set(pools["eval"].tolist())
+    train = json.loads(paths["sophia_train"].read_text())
+    assert [r["digit_index"] for r in dev] != [r["digit_index"] for r in train[:len(dev)]]  # other pairs

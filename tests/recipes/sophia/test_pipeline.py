@@ -64,7 +64,7 @@ class FakeReasoner:
 
 @pytest.fixture
 def setup(tmp_path):
-    paths = build_pairs_dataset(tmp_path / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 6, "eval": 2})
+    paths = build_pairs_dataset(tmp_path / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 6, "eval": 2, "dev": 2})
     rows = json.loads(paths["sophia_train"].read_text())
     truth = {str((tmp_path / "data" / r["image_path"]).resolve()): (r["left"], r["right"]) for r in rows}
     cfg = load_sophia_config(DEFAULT_CONFIG, [

@@ -15,7 +15,7 @@ from recipes.sophia.pairs import build_pairs_dataset
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_vlm_path):
     tmp = tmp_path_factory.mktemp("sophia_update")
-    build_pairs_dataset(tmp / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 3, "eval": 3})
+    build_pairs_dataset(tmp / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 3, "eval": 3, "dev": 1})
     cfg = load_sophia_config(DEFAULT_CONFIG, [
         f"data.dir={tmp / 'data'}", "data.max_train=-1", "data.max_eval=-1", f"caption.model_path={tiny_vlm_path()}",
         f"trainer.run_dir={tmp / 'run'}", f"trainer.log_dir={tmp / 'logs'}", "trainer.logger=[jsonl]",
