@@ -90,11 +90,8 @@ def run_seed(seed: int, out: Path, config: str | None, overrides: list[str], grp
     res["base"] = {k.replace("/base/", "/sophia/"): v for k, v in res["sophia"].items() if k.startswith("eval/base/")}
     for name, extra, files in (("caption_sft", ["update.target=caption"], COLLECTION_FILES + SELECTION_FILES),
                                ("no_caption_reward", ["select.use_caption_reward=false"], COLLECTION_FILES)):
-        if done(name) is None:
-            c = _cfg(config, out, f"{name}_s{seed}", seed, [*overrides, *extra, "eval.base=false"])
-            _copy(sophia_run, c.run_path, files)
-            finish(name, run_pipeline(c))
-        res[name] = done(name)
+        c = _cfg(config, out, f"{name}_s{seed}", seed, [*overrides, *extra, "eval.base=false"])
+        res[name] = _finished(out, f"{name}_s{seed}", c, sophia_run, files)
     eval_q = S.load_questions(Path(cfg.data.dir) / cfg.data.eval_file, cfg.data.max_eval)
     train_q = S.load_questions(Path(cfg.data.dir) / cfg.data.train_file, cfg.data.max_train)
     sp = S.system_prompt_of(cfg)
@@ -111,11 +108,11 @@ def run_seed(seed: int, out: Path, config: str | None, overrides: list[str], grp
     return res
 
 
-def _finished(out: Path, name: str, cfg, source: Path) -> dict:
-    """Run ``cfg`` on a copy of ``source``'s collection (cached in ``runs/<name>/result.json``)."""
+def _finished(out: Path, name: str, cfg, source: Path, files: tuple[str, ...] = COLLECTION_FILES) -> dict:
+    """Run ``cfg`` on a copy of ``source``'s ``files`` (cached in ``runs/<name>/result.json``)."""
     p = out / "runs" / name / "result.json"
     if not p.is_file():
-        _copy(source, cfg.run_path, COLLECTION_FILES)
+        _copy(source, cfg.run_path, files)
         write_json(p, run_pipeline(cfg))
     return json.loads(p.read_text())
 
