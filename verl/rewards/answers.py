@@ -9,24 +9,30 @@ these rules, first hit wins:
    markdown ``*`` and backticks are dropped.  Empty text -> INVALID.
 1. ``\\boxed{...}``: the last box's content, read as a short answer (rule 3 / 4 forms).
 2. Explicit cue: the LAST "answer" / "final answer" / "option" / "choice" cue (``Answer: B``,
-   ``The answer is (b)``, ``answer is koala``) whose remainder of the line reads as a short answer.
-3. A first line equal to one option's whole text (``B Horizon``, ``T-shirt``) -> that option;
+   ``The answer is (b)``, ``answer is koala``) whose remainder of the line (its first 300
+   characters) reads as a short answer.
+3. A first line equal to one option's whole text or one of its names (``B Horizon``, ``T-shirt``,
+   ``dial phone``) -> that option;
    else a leading letter on the first line: ``B``, ``b``, ``(B)``, ``[B]``, ``B.``, ``B)``, ``B:``,
    ``B. koala``, ``B is correct``.  A lower-case letter counts only alone (``b``, ``(b)``, ``b.``) or
    followed by its own option text; the English words ``A`` and ``I`` followed by another word
    (``A cat ...``) are not letters.  If the letter contradicts the option text after it, the
    letter wins.
 4. Option text (case-insensitive, whole words, ``_`` = space): first an option text that is the
-   output's whole first clause (followed by the end or ``, . ; : ! ? )``: "No, there is no ..." ->
-   No; "accordion or koala" is not), then a unique option text anywhere; overlapping
-   matches keep the longest ("sea urchin" beats "urchin"); two different options -> go on.
-   Single-letter option texts (AI2D's ``B. B``) are never text-matched.
+   output's whole first clause (followed by the end or ``, . ; : ! ? )``, an article before it
+   allowed: "No, there is no ..." -> No; "accordion or koala" is not), then a unique option text
+   anywhere; overlapping matches keep the longest ("sea urchin" beats "urchin"); two different
+   options -> go on.  Single-letter option texts (AI2D's ``B. B``) are never text-matched.
+   An option listing synonyms (ImageNet's ``D. dial telephone, dial phone``) matches any of its
+   names as well as its whole text: "dial phone", "It is a dial telephone." -> D.
 5. Standalone capital letters in strict form anywhere (``(B)``, ``[B]``, ``B.``, ``B)``, ``B:`` or
    a ``B`` ending the text): exactly one distinct in-set letter -> it; several -> INVALID.  The last
    stray capital never wins by position ("I think B. Actually C." -> INVALID).
 Any letter read by rules 1-3 that is outside the option set (``E`` when options are A-D) -> INVALID,
 unless it is exactly one option's single-letter text (AI2D's ``A. F`` read from output ``F``).
 Yes/no options (MME "A. No / B. Yes.") are covered by rule 4: "yes" maps to the Yes letter.
+Each rule scans the text a bounded number of times, so extraction is linear in the output length
+(a collapsing model's 100k characters of repeated cues take milliseconds), and it never raises.
 
 Open answers (``options`` empty/None) follow ``open_kind``: ``"number"`` -> boxed number, else the
 number after the last answer cue, else the only distinct number in the text (several -> INVALID),
@@ -37,6 +43,7 @@ line, normalized (lower case, outer punctuation removed; pure numbers normalized
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -99,21 +106,62 @@ def _search_key(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[*`]+", "", text.lower()).replace("_", " ")).strip()
 
 
+_ARTICLE = re.compile(r"(?:a|an|the)\s+")
+_NAME_SPLIT = re.compile(r"(?<!\d),|,(?!\d)")  # commas between names, not inside "1,000"
+_MAX_SHORT = 300  # characters of a cue's remainder read as a short answer (keeps scanning linear)
+
+
+@functools.lru_cache(maxsize=4096)
+def _option_names(opt: str) -> tuple[re.Pattern, ...]:
+    """Whole-word patterns for an option's names: its whole text and each comma-separated synonym.
+
+    ``"dial telephone, dial phone"`` -> whole text, "dial telephone", "dial phone".  Only a list of
+    short names (each <= 4 words, no ``; : . ? !``) is split, never prose.  A name led by "the"/"an"
+    also matches without it.  Single-letter names are never text-matched.
+    """
+    key = option_key(opt)
+    parts = [option_key(n) for n in _NAME_SPLIT.split(key)]
+    is_list = len(parts) > 1 and not re.search(r"[;:.?!]", key) and all(len(n.split()) <= 4 for n in parts)
+    names = [key] + (parts if is_list else [])
+    names += [n.split(" ", 1)[1] for n in names if re.match(r"(?:the|an) \S", n)]
+    keep = dict.fromkeys(n for n in names if n and not (len(n) == 1 and n.isalpha()))
+    return tuple(re.compile(r"(?<![a-z0-9])" + re.escape(n) + r"(?![a-z0-9]|\.\d)") for n in keep)
+
+
+def _undominated(spans: list[tuple[int, int, str]]) -> set[str]:
+    """Letters of the spans not strictly inside a longer span (one sort, linear sweep)."""
+    spans.sort(key=lambda sp: (sp[0], -sp[1]))
+    out: set[str] = set()
+    max_end, i = -1, 0
+    while i < len(spans):
+        j = i
+        while j < len(spans) and spans[j][:2] == spans[i][:2]:
+            j += 1
+        if spans[i][1] > max_end:
+            out.update(sp[2] for sp in spans[i:j])
+        max_end = max(max_end, spans[i][1])
+        i = j
+    return out
+
+
 def _text_matches(text: str, options: dict[str, str], leading: bool) -> set[str]:
-    """Letters whose option text occurs (whole words) in ``text``; overlapped shorter matches dropped."""
+    """Letters one of whose names occurs (whole words) in ``text``; overlapped shorter matches dropped.
+
+    ``leading``: only a name that is the text's whole first clause (after an optional article).
+    """
     hay = _search_key(text)
+    art = _ARTICLE.match(hay)
+    starts = (0, art.end()) if art else (0,)
     spans: list[tuple[int, int, str]] = []
     for letter, opt in options.items():
-        key = option_key(opt)
-        if not key or (len(key) == 1 and key.isalpha()):
-            continue
-        pat = r"(?<![a-z0-9])" + re.escape(key) + r"(?![a-z0-9]|\.\d)"
-        for m in re.finditer(pat, hay):
-            if not leading or (m.start() == 0 and re.match(r"$|[,.;:!?)]", hay[m.end():])):
-                spans.append((m.start(), m.end(), letter))
-    kept = [s for s in spans
-            if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)]
-    return {s[2] for s in kept}
+        for pat in _option_names(opt):
+            if leading:
+                for m in filter(None, (pat.match(hay, st) for st in starts)):
+                    if re.match(r"$|[,.;:!?)]", hay[m.end():m.end() + 1]):
+                        spans.append((m.start(), m.end(), letter))
+            else:
+                spans += [(m.start(), m.end(), letter) for m in pat.finditer(hay)]
+    return _undominated(spans)
 
 
 def _letter_head(s: str, options: dict[str, str]) -> str | None:
@@ -135,11 +183,13 @@ def _letter_head(s: str, options: dict[str, str]) -> str | None:
 
 
 def _exact_text(s: str, options: dict[str, str]) -> str | None:
-    """The option whose whole text equals ``s`` (single-letter option texts excluded)."""
+    """The only option one of whose names equals ``s`` (article-insensitive; single letters excluded)."""
     key = option_key(s)
     if not key or (len(key) == 1 and key.isalpha()):
         return None
-    hits = [k for k, v in options.items() if option_key(v) == key]
+    art = _ARTICLE.match(key)
+    keys = (key, key[art.end():]) if art else (key,)
+    hits = [k for k, v in options.items() if any(p.fullmatch(x) for p in _option_names(v) for x in keys)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -156,7 +206,12 @@ def _short(s: str, options: dict[str, str]) -> str | None:
 
 
 def _cue_remainders(text: str) -> list[str]:
-    return [text[m.end():].split("\n", 1)[0].strip() for m in _CUE.finditer(text)][::-1]
+    """The rest of the line after each answer cue, last cue first, each cut at ``_MAX_SHORT`` chars."""
+    out = []
+    for m in _CUE.finditer(text):
+        end = text.find("\n", m.end(), m.end() + _MAX_SHORT)
+        out.append(text[m.end():end if end >= 0 else m.end() + _MAX_SHORT].strip())
+    return out[::-1]
 
 
 def _extract_choice(t: str, options: dict[str, str]) -> str:
@@ -165,7 +220,7 @@ def _extract_choice(t: str, options: dict[str, str]) -> str:
         got = _short(boxed, options)
         if got is not None:
             return got
-    for rem in _cue_remainders(t):
+    for rem in dict.fromkeys(_cue_remainders(t)):  # repeated cues are read once
         if rem:
             got = _short(rem, options)
             if got is not None:
