@@ -81,6 +81,11 @@ def test_two_workers_train_sync_and_log(ray_local, tiny_vlm_path, digits_dir, tm
     assert "base/val-core/digits_test_noise/acc/mean@1" in summary
     assert "adapted/val-core/digits_test_noise/acc/maj@2" in summary
     assert {w["rollout"] for w in summary["workers"]} == {"VLLMRollout" if engine == "vllm" else "HFRollout"}
+    run_dir = Path(cfg.trainer.log_dir) / cfg.trainer.project_name / cfg.trainer.experiment_name
+    for step in (0, 2):  # predictions of the base model and of the adapted one
+        preds = [json.loads(x) for x in (run_dir / f"val_predictions_step{step}.jsonl").read_text().splitlines()]
+        assert [p["id"] for p in preds] == [r.record_id for r in records(digits_dir)]
+        assert all(sum(p["votes"].values()) == 2 and p["data_source"] == "digits_test_noise" for p in preds)
 
 
 def test_labels_never_reach_training(ray_local, tiny_vlm_path, digits_dir, tmp_path):

@@ -27,6 +27,7 @@ from verl.logging.tracker import Tracker
 from verl.protocol import DataProto
 from verl.rewards.voting import select_train_subset
 from verl.trainer import metrics as M
+from verl.trainer.predictions import validation_rows, write_jsonl
 from verl.trainer.rewarding import GroupRewardManager, group_indices
 from verl.utils.seed import rng_state, set_rng_state
 from verl.utils.timer import timed
@@ -182,7 +183,10 @@ class RayTrainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Greedy accuracy per item, and sampled mean@N / maj@N, per data source."""
+        """Greedy accuracy per item, and sampled mean@N / maj@N, per data source.
+
+        Also writes ``val_predictions_step<N>.jsonl`` (answers and vote histograms) in the run folder.
+        """
         rollout = self.config.actor_rollout_ref.rollout
         bs = self.config.data.val_batch_size
         greedy, sampled = [], []
@@ -191,13 +195,10 @@ class RayTrainer:
             greedy.append(self._generate(chunk, n=1, do_sample=False))
             if rollout.val_sample_n > 1:
                 sampled.append(self._generate(chunk, n=rollout.val_sample_n, do_sample=True))
-        out = M.validation_metrics(
-            DataProto.concat(greedy),
-            DataProto.concat(sampled) if sampled else None,
-            self._labels,
-            rollout.val_sample_n,
-        )
-        return out
+        greedy_all, sampled_all = DataProto.concat(greedy), DataProto.concat(sampled) if sampled else None
+        write_jsonl(self.tracker.run_dir / f"val_predictions_step{self.global_step}.jsonl",
+                    validation_rows(greedy_all, sampled_all))
+        return M.validation_metrics(greedy_all, sampled_all, self._labels, rollout.val_sample_n)
 
     def _generate(self, records: list[Record], n: int, do_sample: bool) -> DataProto:
         prompts = records_to_prompts(records)
