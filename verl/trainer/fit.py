@@ -28,6 +28,7 @@ from verl.protocol import DataProto
 from verl.rewards.voting import select_train_subset
 from verl.trainer import metrics as M
 from verl.trainer.predictions import validation_rows, write_jsonl
+from verl.trainer.reward_check import reward_composition_warnings
 from verl.trainer.rewarding import GroupRewardManager, group_indices
 from verl.utils.seed import rng_state, set_rng_state
 from verl.utils.timer import timed
@@ -67,6 +68,8 @@ class RayTrainer:
         self._labels = M.normalized_labels([*train_records, *val_records])
         self.reward_manager = GroupRewardManager(config.reward)
         self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
+        for warning in reward_composition_warnings(config.reward, config.algorithm):
+            logger.warning(warning)
         self.dataloader = make_dataloader(
             train_records,
             batch_size=config.data.train_batch_size,
