@@ -33,11 +33,11 @@ def records(data: Path, n: int = 4):
 def run(cfg, train, val, record_batches: list | None = None):
     """Train with a fresh worker group; returns (trainer summary, full actor params, per-step metrics)."""
     from verl.logging.tracker import Tracker
-    from verl.trainer.fit import RayTrainer
+    from verl.trainer.fit import Trainer
 
     tracker = Tracker(cfg.trainer.project_name, cfg.trainer.experiment_name, ["jsonl"],
                       log_dir=cfg.trainer.log_dir, config=cfg)
-    trainer = RayTrainer(cfg, train, val, tracker)
+    trainer = Trainer(cfg, train, val, tracker)
     if record_batches is not None:
         step = trainer.train_step
 
@@ -144,3 +144,20 @@ def test_resume_continues_with_the_same_data_order(ray_local, tiny_vlm_path, dig
     sd = exported.state_dict()
     for k, v in full_params[0].items():
         np.testing.assert_allclose(sd[k].numpy(), v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_local_backend_matches_ray(ray_local, tiny_vlm_path, digits_dir, tmp_path):
+    """The same worker class in the driver process (no Ray) trains to the same weights as one Ray worker."""
+    model = tiny_vlm_path("qwen2_5_vl")
+    params = {}
+    for backend in ("ray", "local"):
+        cfg = make_config(model, digits_dir, tmp_path / backend, "trainer.total_training_steps=2",
+                          "trainer.n_gpus_per_node=1", f"trainer.backend={backend}", "trainer.val_before_train=false",
+                          "actor_rollout_ref.rollout.val_sample_n=1")
+        summary, before, after, rows = run(cfg, records(digits_dir), records(digits_dir, 2))
+        assert [r["step"] for r in rows if "actor/pg_loss" in r] == [1, 2]
+        assert any(not np.array_equal(before[k], after[0][k]) for k in before)  # it trained
+        params[backend] = after[0]
+    assert params["ray"].keys() == params["local"].keys()
+    for k in params["ray"]:
+        np.testing.assert_array_equal(params["local"][k], params["ray"][k], err_msg=k)

@@ -293,6 +293,10 @@ def finalize(cfg: RLConfig) -> RLConfig:
         t.device = "cuda" if torch.cuda.is_available() else "cpu"
     if t.default_local_dir is None:
         t.default_local_dir = str(Path("checkpoints") / t.project_name / t.experiment_name)
+    if t.backend == "local" and (t.n_gpus_per_node * t.nnodes != 1 or t.ray_address):
+        raise ConfigError(f"trainer.backend=local runs one worker in this process: it needs "
+                          f"trainer.n_gpus_per_node=1 and trainer.nnodes=1 (got {t.n_gpus_per_node} x {t.nnodes}) "
+                          "and no trainer.ray_address")
     if t.resume_mode == "resume_path" and not t.resume_from_path:
         raise ConfigError("trainer.resume_mode=resume_path needs trainer.resume_from_path")
     if t.total_training_steps is not None:

@@ -171,7 +171,9 @@ class TrainerConfig:
     default_local_dir: str | None = None  # None -> checkpoints/<project_name>/<experiment_name>
     resume_mode: str = "auto"  # auto | disable | resume_path
     resume_from_path: str | None = None
-    ray_address: str | None = None  # None -> start a local Ray instance
+    trust_checkpoint: bool = False  # true: also load checkpoints from outside default_local_dir (DCP metadata is a pickle)
+    backend: str = "ray"  # ray (one Ray actor per worker) | local (one worker in this process, no Ray)
+    ray_address: str | None = None  # None -> start a Ray instance on this node, bound to 127.0.0.1
     ray_num_cpus: int | None = None
     ray_dashboard_host: str = "127.0.0.1"
     include_dashboard: bool = False
@@ -206,6 +208,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward.entropy_form": ("paper", "normalized", "per_sample"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.resume_mode": ("auto", "disable", "resume_path"),
+    "trainer.backend": ("ray", "local"),
 }
 LOGGER_CHOICES = ("console", "jsonl", "tensorboard", "wandb")
 

@@ -1,4 +1,4 @@
-"""Single controller on Ray: resource pools, worker groups, dispatch of calls across workers."""
+"""Single controller: worker groups (Ray actors or the driver process), resource pools, dispatch of calls."""
 
 from verl.single_controller.dispatch import Dispatch, register
 from verl.single_controller.worker import Worker

@@ -1,14 +1,14 @@
 """Ray worker groups: one Ray actor per rank, placed in a resource pool, driven by one controller.
 
 Methods marked with :func:`~verl.single_controller.dispatch.register` on the worker class become
-methods of the group (``wg.generate_sequences(batch)``) that fan out according to their dispatch mode.
+methods of the group (``wg.generate_sequences(batch)``) that fan out according to their dispatch mode
+(shared with :class:`~verl.single_controller.local.LocalWorkerGroup`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,8 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from verl.protocol import DataProto
-from verl.single_controller.dispatch import DISPATCH_ATTR, Dispatch, merge_from_workers, split_for_workers
+from verl.single_controller.dispatch import WorkerGroup
+from verl.single_controller.worker import INIT_METHOD_ENV, WORKER_LOG_ENV, loopback_env
 
 logger = logging.getLogger("verl.single_controller")
 
@@ -55,9 +55,31 @@ class ResourcePool:
         remove_placement_group(self.pg)
 
 
-class RayWorkerGroup:
+class WorkerDiedError(RuntimeError):
+    """A worker process died while running a method of the group."""
+
+    def __init__(self, rank: int, phase: str, cause: str, log: str | None) -> None:
+        self.rank, self.phase, self.cause, self.log = rank, phase, cause, log
+        super().__init__(f"worker rank {rank} died during {phase}: {cause} (log: {log or 'Ray session logs'})")
+
+
+def _death_cause(err: Exception) -> str:
+    """The short reason in Ray's actor-death message (its exit detail), else its first line."""
+    text = str(err)
+    for marker in ("Worker exit detail:", "The actor is dead because"):
+        if marker in text:
+            return text.split(marker, 1)[1].strip().split(". ")[0].strip().rstrip(".")
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+class RayWorkerGroup(WorkerGroup):
     """Creates ``pool.spec.n_workers`` Ray actors of ``worker_cls`` (ranks 0..n-1) and exposes the
-    worker's registered methods on itself with their dispatch modes."""
+    worker's registered methods on itself with their dispatch modes.
+
+    ``loopback``: every worker is on this node (no cluster address), so the process group meets on
+    127.0.0.1 (see :mod:`verl.single_controller.worker`). ``log_dir``: each worker writes its output
+    (engine logs included) to ``<log_dir>/worker_<rank>.log``.
+    """
 
     def __init__(
         self,
@@ -65,23 +87,27 @@ class RayWorkerGroup:
         pool: ResourcePool,
         init_kwargs: dict[str, Any] | None = None,
         env_vars: dict[str, str] | None = None,
+        loopback: bool = True,
+        log_dir: str | None = None,
     ) -> None:
         self.pool = pool
-        self.world_size = pool.spec.n_workers
-        self.worker_cls = worker_cls
         remote_cls = ray.remote(worker_cls)
         init_kwargs = init_kwargs or {}
         self.workers: list[ray.actor.ActorHandle] = []
-        master: tuple[str, int] | None = None
-        for rank in range(self.world_size):
+        self.logs: list[str | None] = []
+        init_method: str | None = None
+        for rank in range(pool.spec.n_workers):
+            log = os.path.join(log_dir, f"worker_{rank}.log") if log_dir else None
             env = {
                 "RANK": str(rank),
-                "WORLD_SIZE": str(self.world_size),
+                "WORLD_SIZE": str(pool.spec.n_workers),
                 "LOCAL_RANK": "0",  # Ray restricts each GPU worker to its own device(s)
+                **(loopback_env() if loopback else {}),
+                **({WORKER_LOG_ENV: log} if log else {}),
                 **(env_vars or {}),
             }
-            if master is not None:
-                env["MASTER_ADDR"], env["MASTER_PORT"] = master[0], str(master[1])
+            if init_method is not None:
+                env[INIT_METHOD_ENV] = init_method
             handle = remote_cls.options(
                 num_cpus=pool.spec.num_cpus_per_worker,
                 num_gpus=pool.spec.num_gpus_per_worker,
@@ -91,40 +117,30 @@ class RayWorkerGroup:
                 runtime_env={"env_vars": env},
                 name=None,
             ).remote(**init_kwargs)
-            if rank == 0:
-                master = ray.get(handle.master_address.remote())
-                ray.get(handle.set_master.remote(*master))
             self.workers.append(handle)
-        self._bind_registered_methods()
+            self.logs.append(log)
+            if rank == 0:
+                init_method = self._get([handle.rendezvous.remote(loopback)], "start-up")[0]
+                self._get([handle.set_rendezvous.remote(init_method)], "start-up")
+        super().__init__(worker_cls, pool.spec.n_workers)
 
-    # ------------------------------------------------------------------ fan-out primitives
-    def execute_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Call ``method`` with the same arguments on every worker; results in rank order."""
-        return ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+    def _get(self, refs: list[ray.ObjectRef], phase: str) -> list[Any]:
+        """Results of ``refs`` (one per rank); a dead worker raises :class:`WorkerDiedError` naming it
+        as soon as it is seen, without waiting for the ranks that block on it."""
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError as err:
+                    rank = refs.index(ref)
+                    raise WorkerDiedError(rank, phase, _death_cause(err), self.logs[rank]) from None
+        return ray.get(refs)
 
-    def execute_dp(self, method: str, data: DataProto, *args: Any, **kwargs: Any) -> Any:
-        """Split ``data`` across the workers, call ``method`` on each chunk, concatenate the results."""
-        chunks, pad = split_for_workers(data, self.world_size)
-        padded_len = len(data) + pad
-        refs = [getattr(w, method).remote(chunk, *args, **kwargs) for w, chunk in zip(self.workers, chunks)]
-        return merge_from_workers(ray.get(refs), pad, padded_len)
-
-    def execute_rank_zero(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self.execute_all(method, *args, **kwargs)[0]
-
-    def _bind_registered_methods(self) -> None:
-        for name, fn in inspect.getmembers(self.worker_cls, predicate=inspect.isfunction):
-            mode = getattr(fn, DISPATCH_ATTR, None)
-            if mode is None:
-                continue
-            if hasattr(self, name):
-                raise AttributeError(f"worker method {name!r} clashes with a RayWorkerGroup attribute")
-            runner = {
-                Dispatch.ONE_TO_ALL: self.execute_all,
-                Dispatch.DP_COMPUTE_PROTO: self.execute_dp,
-                Dispatch.RANK_ZERO: self.execute_rank_zero,
-            }[mode]
-            setattr(self, name, functools.partial(runner, name))
+    def _call(self, method: str, calls: list[tuple[tuple, dict]]) -> list[Any]:
+        refs = [getattr(w, method).remote(*args, **kwargs) for w, (args, kwargs) in zip(self.workers, calls)]
+        return self._get(refs, method)
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -1,4 +1,4 @@
-"""The single controller: one readable GRPO loop over a Ray worker group.
+"""The single controller: one readable GRPO loop over a worker group (Ray actors or this process).
 
 ``fit`` reads top to bottom: generate → rewards → old/ref log-probs → advantages → update → sync
 weights → (validate, checkpoint) → log. Each phase is one call on the worker group (or one pure
@@ -56,7 +56,7 @@ def records_to_prompts(records: list[Record]) -> DataProto:
     )
 
 
-class RayTrainer:
+class Trainer:
     """Drives one ``ActorRolloutRefWorker`` group through GRPO on unlabeled prompts."""
 
     def __init__(self, config: RLConfig, train_records: list[Record], val_records: list[Record], tracker: Tracker):
@@ -86,22 +86,30 @@ class RayTrainer:
 
     # ------------------------------------------------------------------ set-up
     def init_workers(self) -> None:
-        from verl.single_controller.worker_group import RayWorkerGroup, ResourcePool, ResourcePoolSpec
+        """Start the worker group ``trainer.backend`` names and build the models in it."""
         from verl.workers.hybrid import ActorRolloutRefWorker
 
         t = self.config.trainer
-        on_gpu = self.config.trainer.device == "cuda"
-        spec = ResourcePoolSpec(
-            n_workers=t.n_gpus_per_node * t.nnodes,
-            num_cpus_per_worker=1.0,
-            num_gpus_per_worker=1.0 if on_gpu else 0.0,
-        )
-        self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs={"config": self.config})
+        init_kwargs = {"config": self.config}
+        if t.backend == "local":
+            from verl.single_controller.local import LocalWorkerGroup
+
+            self.wg = LocalWorkerGroup(ActorRolloutRefWorker, init_kwargs=init_kwargs)
+        else:
+            from verl.single_controller.worker_group import RayWorkerGroup, ResourcePool, ResourcePoolSpec
+
+            spec = ResourcePoolSpec(
+                n_workers=t.n_gpus_per_node * t.nnodes,
+                num_cpus_per_worker=1.0,
+                num_gpus_per_worker=1.0 if t.device == "cuda" else 0.0,
+            )
+            self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs=init_kwargs,
+                                     loopback=t.ray_address is None, log_dir=str(self.tracker.run_dir))
         self.worker_info = self.wg.init_model()
         logger.info("workers ready: %s", self.worker_info)
 
     def close(self) -> None:
-        """Stop the worker group and free its resources (the Ray instance stays up)."""
+        """Stop the worker group and free its resources (a Ray instance stays up)."""
         if self.wg is not None:
             self.wg.shutdown()
             self.wg = None

@@ -1,7 +1,8 @@
 """Entry point: ``python -m verl.trainer.main [--config-dir DIR] [--config-name NAME] key=value ...``.
 
 Composes the Hydra config (typed schema: unknown keys fail here), loads and validates the data,
-starts Ray (dashboard off / localhost unless configured), runs the trainer and prints the
+starts the worker group (``trainer.backend``: Ray bound to 127.0.0.1 unless ``trainer.ray_address``
+names a cluster, or ``local``: this process, no Ray), runs the trainer and prints the
 base → adapted summary.
 """
 
@@ -67,19 +68,31 @@ def pick_subset(records: list, k: int, seed: int) -> list:
     return [records[i] for i in idx]
 
 
-def init_ray(cfg: RLConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    t = cfg.trainer
-    env = {
+def worker_env() -> dict[str, str]:
+    """Environment every worker gets (and the driver, for the local backend)."""
+    return {
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
     }
-    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+
+
+def init_ray(cfg: RLConfig) -> bool:
+    """Connect to ``trainer.ray_address``, or start Ray on this node bound to 127.0.0.1.
+
+    Returns whether this call started Ray (the caller then shuts it down).
+    """
+    t = cfg.trainer
+    if not t.ray_address:
+        # Ray's single-machine mode: node IP 127.0.0.1, so its servers listen on loopback only.
+        # Read when Ray is first imported; harmless for a Ray that was imported already.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
     if t.ray_address:
         ray.init(address=t.ray_address, **kwargs)
     else:
@@ -87,14 +100,16 @@ def init_ray(cfg: RLConfig) -> None:
             num_cpus=t.ray_num_cpus,
             include_dashboard=t.include_dashboard,
             dashboard_host=t.ray_dashboard_host,
+            _node_ip_address="127.0.0.1",
             **kwargs,
         )
+    return True
 
 
 def run(cfg: RLConfig) -> dict[str, float]:
     """Run one training job from a finalized config; returns the summary."""
     from verl.logging.tracker import Tracker
-    from verl.trainer.fit import RayTrainer
+    from verl.trainer.fit import Trainer
 
     train, val = load_data(cfg)
     logger.info("data: %d adaptation prompts, %d validation prompts", len(train), len(val))
@@ -105,14 +120,23 @@ def run(cfg: RLConfig) -> dict[str, float]:
         log_dir=cfg.trainer.log_dir,
         config=cfg,
     )
-    init_ray(cfg)
-    trainer = RayTrainer(cfg, train, val, tracker)
+    started_ray = False
+    if cfg.trainer.backend == "local":
+        for key, value in worker_env().items():
+            os.environ.setdefault(key, value)
+    else:
+        started_ray = init_ray(cfg)
+    trainer = Trainer(cfg, train, val, tracker)
     try:
         trainer.init_workers()
         summary = trainer.fit()
     finally:
         trainer.close()
         tracker.finish()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     print_summary(summary, Path(cfg.trainer.log_dir) / cfg.trainer.project_name / cfg.trainer.experiment_name)
     return summary
 

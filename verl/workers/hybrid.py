@@ -121,4 +121,4 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def full_state_dict(self) -> dict[str, np.ndarray]:
         """The actor's full parameters as numpy arrays (tests compare runs with it)."""
-        return {k: t.detach().float().cpu().numpy() for k, t in self.actor.state_dict_for_sync()}
+        return {k: t.detach().float().cpu().numpy().copy() for k, t in self.actor.state_dict_for_sync()}
