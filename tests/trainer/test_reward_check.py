@@ -38,7 +38,7 @@ def test_trainer_warns_at_start_up(caplog, tmp_path):
     from verl.config.schema import RLConfig
     from verl.data.formats import Record
     from verl.logging.tracker import Tracker
-    from verl.trainer.fit import RayTrainer
+    from verl.trainer.fit import Trainer
 
     cfg = RLConfig()
     cfg.trainer.default_local_dir = str(tmp_path / "ckpt")
@@ -46,5 +46,5 @@ def test_trainer_warns_at_start_up(caplog, tmp_path):
     cfg = finalize(cfg)
     with caplog.at_level(logging.WARNING, logger="verl.trainer"):
         record = Record(uid="f:0", index=0, data_source="d", prompt=[{"role": "user", "content": "2+2?"}])
-        RayTrainer(cfg, [record], [], Tracker("p", "e", [], log_dir=tmp_path))
+        Trainer(cfg, [record], [], Tracker("p", "e", [], log_dir=tmp_path))
     assert any("entropy term" in r.message and "cannot change training" in r.message for r in caplog.records)
