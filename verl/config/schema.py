@@ -155,6 +155,21 @@ class RewardConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Label-free collapse guard (verl/trainer/guards.py): window stats of the adaptation rollouts vs the base."""
+
+    enable: bool = True
+    action: str = "warn"  # warn | stop | rollback (to the last checkpoint saved while passing, then stop)
+    window: int = 4  # training steps pooled per check
+    max_invalid_ratio: float = 0.5  # trips above this when also above the base's
+    min_entropy_ratio: float = 0.1  # trips when answer entropy across items < this x the base's
+    min_base_entropy: float = 0.1  # nats; the entropy check needs a base above this
+    max_majority_ratio: float | None = None  # None = not checked
+    max_length_ratio: float | None = None  # mean response length vs the base's; None = not checked
+    min_length_ratio: float | None = None
+
+
+@dataclass
 class TrainerConfig:
     project_name: str = "verl_ttrv"
     experiment_name: str = "ttrv"
@@ -179,6 +194,7 @@ class TrainerConfig:
     include_dashboard: bool = False
     seed: int = 1
     max_actor_ckpt_to_keep: int | None = None  # None = keep all
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass
@@ -209,6 +225,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.resume_mode": ("auto", "disable", "resume_path"),
     "trainer.backend": ("ray", "local"),
+    "trainer.guard.action": ("warn", "stop", "rollback"),
 }
 LOGGER_CHOICES = ("console", "jsonl", "tensorboard", "wandb")
 

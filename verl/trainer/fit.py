@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from verl.algos.advantage import get_adv_estimator
-from verl.checkpoint import CheckpointManager
+from verl.checkpoint import STATE_FILE, CheckpointManager, list_steps, parse_step
 from verl.config.loader import derive_total_steps
 from verl.config.schema import RLConfig
 from verl.data.dataset import make_dataloader
@@ -27,6 +27,7 @@ from verl.logging.tracker import Tracker
 from verl.protocol import DataProto
 from verl.rewards.voting import select_train_subset
 from verl.trainer import metrics as M
+from verl.trainer.guards import CollapseGuard, step_stats
 from verl.trainer.predictions import validation_rows, write_jsonl
 from verl.trainer.reward_check import reward_composition_warnings
 from verl.trainer.rewarding import GroupRewardManager, group_indices
@@ -83,6 +84,8 @@ class Trainer:
         self.wg = None
         self.worker_info: list[dict] = []
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, keep=config.trainer.max_actor_ckpt_to_keep)
+        self.guard = CollapseGuard(config.trainer.guard) if config.trainer.guard.enable else None
+        self.guard_events: list[dict] = []
 
     # ------------------------------------------------------------------ set-up
     def init_workers(self) -> None:
@@ -119,16 +122,20 @@ class Trainer:
         """Train for ``total_steps`` steps; returns the base → adapted validation summary."""
         cfg = self.config
         self._maybe_resume()
+        if self.guard is not None and cfg.trainer.guard.action == "rollback" and self.ckpt.latest_step() is None:
+            self.save_checkpoint()  # the base: a rollback target that passes by definition
         base_val: dict[str, float] = {}
         if cfg.trainer.val_before_train and self.global_step == 0 and self.val_records:
             base_val = self.validate()
             self.tracker.log(base_val, step=0)
         last_val = base_val
         progress = self.tracker.progress(self.total_steps, initial=self.global_step)
-        while self.global_step < self.total_steps:
+        stop = False
+        while self.global_step < self.total_steps and not stop:
             for batch_records in self.dataloader:
                 self.global_step += 1
                 metrics, timing = self.train_step(batch_records)
+                stop = self._act_on_guard(metrics)
                 if cfg.trainer.test_freq > 0 and self.global_step % cfg.trainer.test_freq == 0:
                     with timed("testing", timing):
                         last_val = self.validate()
@@ -139,7 +146,7 @@ class Trainer:
                 metrics.update(timing)
                 self.tracker.log(metrics, step=self.global_step)
                 progress.update(1)
-                if self.global_step >= self.total_steps:
+                if stop or self.global_step >= self.total_steps:
                     break
         progress.close()
         if self.val_records and (cfg.trainer.test_freq <= 0 or self.global_step % cfg.trainer.test_freq != 0):
@@ -188,6 +195,8 @@ class Trainer:
         metrics.update(M.batch_metrics(batch, timing))
         metrics.update(M.group_metrics(reward.groups))
         metrics.update(M.train_label_metrics(reward.groups, self._labels, self.config.reward.invalid_votes))
+        if self.guard is not None:
+            metrics.update(self.guard.observe(step_stats(reward.groups, metrics["response_length/mean"])))
         metrics["training/global_step"] = self.global_step
         metrics["training/epoch"] = self.dataloader.epoch
         return metrics, timing
@@ -252,6 +261,33 @@ class Trainer:
             keep.extend(idx[j] for j in select_train_subset(len(idx), r.n, rng))
         return np.asarray(sorted(keep))
 
+    # ------------------------------------------------------------------ collapse guard
+    def _act_on_guard(self, metrics: dict[str, float]) -> bool:
+        """Act on a tripped guard (``trainer.guard.action``); True when training must end."""
+        if self.guard is None or self.guard.passing:
+            return False
+        action = self.config.trainer.guard.action
+        event: dict[str, Any] = {"step": self.global_step, "action": action, "reasons": self.guard.reasons}
+        if action == "rollback":
+            folder = self._last_passing_checkpoint()
+            self.wg.load_checkpoint(str(folder))
+            event["rolled_back_to"] = parse_step(folder)
+            metrics["guard/rolled_back_to"] = float(event["rolled_back_to"])
+        logger.warning("collapse guard at step %d: %s -> %s", self.global_step, "; ".join(self.guard.reasons),
+                       action + (f" to step {event['rolled_back_to']}" if action == "rollback" else ""))
+        self.guard_events.append(event)
+        write_jsonl(self.tracker.run_dir / "guard_events.jsonl", self.guard_events)
+        return action != "warn"
+
+    def _last_passing_checkpoint(self) -> Path:
+        for step in reversed(list_steps(self.ckpt.root)):
+            folder = self.ckpt.step_dir(step)
+            if (folder / STATE_FILE).is_file():
+                state = self.ckpt.load(folder)
+                if "guard" in state and state["guard"]["passed"]:
+                    return folder
+        raise FileNotFoundError(f"collapse guard: no checkpoint under {self.ckpt.root} was saved while passing")
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
         """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here)."""
@@ -259,6 +295,9 @@ class Trainer:
         self.wg.save_checkpoint(str(folder))
         state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state(),
                  "model_path": self.config.actor_rollout_ref.model.path}
+        if self.guard is not None:
+            state["guard"] = {"passed": self.guard.passing, "state": self.guard.state_dict(),
+                              "events": self.guard_events}
         return self.ckpt.commit(self.global_step, state)
 
     def _maybe_resume(self) -> None:
@@ -271,4 +310,7 @@ class Trainer:
         self.global_step = int(state["step"])
         self.dataloader.load_state_dict(state["dataloader"])
         set_rng_state(state["rng"])
+        if self.guard is not None and "guard" in state:
+            self.guard.load_state_dict(state["guard"]["state"])
+            self.guard_events = list(state["guard"]["events"])
         logger.info("resumed from %s at step %d", folder, self.global_step)
