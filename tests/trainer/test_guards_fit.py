@@ -1,4 +1,4 @@
-"""Collapse guard in the Ray loop: a collapse induced by a huge learning rate is caught and rolled back."""
+"""Collapse guard in the training loop (local backend): a collapse induced by a huge learning rate is caught and rolled back."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ pytestmark = pytest.mark.slow
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "config")
 
 
-def test_guard_rolls_back_an_induced_collapse(ray_local, tiny_vlm_path, digits_dir, tmp_path):
+def test_guard_rolls_back_an_induced_collapse(tiny_vlm_path, digits_dir, tmp_path):
     from verl.logging.tracker import Tracker
-    from verl.trainer.fit import RayTrainer
+    from verl.trainer.fit import Trainer
 
     files = f"[{digits_dir / 'test_noise_open.json'}]"
     cfg = load_config("ttrv_cpu_tiny", [
         f"actor_rollout_ref.model.path={tiny_vlm_path('qwen2_5_vl')}", f"data.train_files={files}",
-        f"data.val_files={files}", "data.train_batch_size=4", "trainer.n_gpus_per_node=1",
+        f"data.val_files={files}", "data.train_batch_size=4", "trainer.n_gpus_per_node=1", "trainer.backend=local",
         "actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.rollout.val_sample_n=1", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "actor_rollout_ref.actor.optim.lr=1.0",  # Adam moves every weight by ~1 per step: the outputs degenerate
@@ -33,7 +33,7 @@ def test_guard_rolls_back_an_induced_collapse(ray_local, tiny_vlm_path, digits_d
     records = load_records([digits_dir / "test_noise_open.json"])[:8]
     tracker = Tracker(cfg.trainer.project_name, cfg.trainer.experiment_name, ["jsonl"], log_dir=cfg.trainer.log_dir,
                       config=cfg)
-    trainer = RayTrainer(cfg, records, records, tracker)
+    trainer = Trainer(cfg, records, records, tracker)
     try:
         trainer.init_workers()
         base = trainer.wg.full_state_dict()[0]
@@ -45,7 +45,6 @@ def test_guard_rolls_back_an_induced_collapse(ray_local, tiny_vlm_path, digits_d
     run_dir = tracker.run_dir
     (event,) = [json.loads(x) for x in (run_dir / "guard_events.jsonl").read_text().splitlines()]
     assert event["action"] == "rollback" and event["rolled_back_to"] == 0
-    print(event)
     assert event["reasons"][0].startswith("item_answer_entropy") and event["step"] < 6  # stopped early
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     tripped = [r for r in rows if r.get("guard/tripped") == 1.0]
