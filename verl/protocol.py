@@ -29,9 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DataProto", "DataProtoItem"]
+__all__ = ["DataProto", "DataProtoItem", "object_array"]
 
 _Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+
+
+def object_array(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array holding ``values`` as they are (equal-length inner lists stay lists, not a 2-D array)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 def _as_object_array(key: str, values: Any) -> np.ndarray:
@@ -41,10 +49,7 @@ def _as_object_array(key: str, values: Any) -> np.ndarray:
             raise ValueError(f"non_tensor_batch[{key!r}] is a 0-d array; per-row values need a first dimension")
         return values
     if isinstance(values, list | tuple):
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):  # element-wise: equal-length inner lists must not become a 2-D array
-            out[i] = v
-        return out
+        return object_array(values)
     raise TypeError(f"non_tensor_batch[{key!r}] must be a numpy array or a list, got {type(values).__name__}")
 
 

@@ -53,7 +53,6 @@ class HttpCfg:
     max_concurrency: int = 8
     timeout_s: float = 120.0
     max_retries: int = 4
-    backoff_s: float = 0.5
 
 
 @dataclass

@@ -39,13 +39,6 @@ class GRPOCfg:
     seed: int = 0
 
 
-def _obj(values: list[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
-
-
 def run_grpo(init_model: str | Path, questions: list[Question], out_dir: str | Path, g: GRPOCfg,
              system_prompt: str | None, tracker: Any = None) -> dict[str, Any]:
     """Train from ``init_model`` and export to ``out_dir`` (cached by a stamp); returns run statistics."""
@@ -70,9 +63,9 @@ def run_grpo(init_model: str | Path, questions: list[Question], out_dir: str | P
     for step in range(1, g.steps + 1):
         batch = [questions[i] for i in rng.choice(len(questions), size=min(g.prompts_per_step, len(questions)),
                                                   replace=False)]
-        data = DataProto.from_dict(non_tensors={"prompt": _obj([policy_prompt(q, system_prompt) for q in batch]),
-                                                "images": _obj([list(q.images) for q in batch]),
-                                                "uid": _obj([q.uid for q in batch])})
+        data = DataProto.from_dict(non_tensors={"prompt": [policy_prompt(q, system_prompt) for q in batch],
+                                                "images": [list(q.images) for q in batch],
+                                                "uid": [q.uid for q in batch]})
         data.meta_info.update({"n": g.group, "do_sample": True, "temperature": g.temperature, "top_p": 1.0,
                                "top_k": -1, "max_new_tokens": g.max_new_tokens, "seed": g.seed * 100_003 + step})
         roll = engine.generate(data)

@@ -29,9 +29,11 @@ import torch
 
 import verl  # noqa: F401  (torchvision compat shim)
 from recipes.sophia.prompts import build_caption_messages
-from recipes.sophia.runio import stamp_is_fresh, write_json, write_stamp
+from recipes.sophia.runio import run_pretrain_cli, stamp_is_fresh, write_json, write_stamp
 from recipes.sophia.vlm_data import SFTRow, actor_config, make_actor, sft_dataproto
 from verl.data.formats import Record, load_records
+from verl.workers.rollout.base import SamplingSpec
+from verl.workers.rollout.generate import generate_texts
 
 logger = logging.getLogger("recipes.sophia.pretrain_captioner")
 _DESC_RE = re.compile(r"left digit is (\d)\b.*?right digit is (\d)\b", re.IGNORECASE | re.DOTALL)
@@ -71,12 +73,12 @@ def arithmetic_rows(rng: np.random.Generator, n: int) -> list[SFTRow]:
 def caption_accuracy(model_path: str | Path, records: list[Record], n: int = 1, temperature: float = 0.0,
                      seed: int = 0, max_new_tokens: int = 24, prompt: str = "brief") -> dict[str, float]:
     """Share of descriptions with both digits right, and of digits right (greedy when temperature 0)."""
-    from recipes.sophia.stages import generate_texts
     from verl.workers.rollout import make_rollout
 
     engine = make_rollout("hf", model_path=str(model_path), device="cpu", seed=seed)
-    texts = generate_texts(engine, [build_caption_messages(1, prompt)] * len(records), [list(r.images) for r in records],
-                           n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    spec = SamplingSpec(n=n, temperature=temperature, top_k=-1, max_new_tokens=max_new_tokens, seed=seed)
+    texts = generate_texts(engine.generate, [build_caption_messages(1, prompt)] * len(records),
+                           [list(r.images) for r in records], spec, batch_size=64, reseed_chunks=True)
     both, digits = [], []
     for r, outs in zip(records, texts):
         for t in outs:
@@ -89,12 +91,13 @@ def caption_accuracy(model_path: str | Path, records: list[Record], n: int = 1, 
 
 def arithmetic_accuracy(model_path: str | Path, n: int = 64, seed: int = 999) -> float:
     """Greedy exact-match accuracy on text-only arithmetic rows (the text skill, not an image question)."""
-    from recipes.sophia.stages import generate_texts
     from verl.workers.rollout import make_rollout
 
     rows = arithmetic_rows(np.random.default_rng(seed), n)
     engine = make_rollout("hf", model_path=str(model_path), device="cpu", seed=seed)
-    texts = generate_texts(engine, [r.prompt for r in rows], [[] for _ in rows], max_new_tokens=24)
+    greedy = SamplingSpec(n=1, temperature=0.0, top_k=-1, max_new_tokens=24, seed=0)
+    texts = generate_texts(engine.generate, [r.prompt for r in rows], [[] for _ in rows], greedy, batch_size=64,
+                           reseed_chunks=True)
     return float(np.mean([t[0].strip() == r.target for t, r in zip(texts, rows)]))
 
 
@@ -162,10 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    a = parse_args(argv)
-    torch.set_num_threads(a.threads)
-    return pretrain(a)
+    return run_pretrain_cli(parse_args, pretrain, argv)
 
 
 if __name__ == "__main__":

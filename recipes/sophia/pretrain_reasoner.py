@@ -26,7 +26,7 @@ import torch
 
 from recipes.sophia.pairs import QTYPES, QUESTIONS, describe, gold_answer
 from recipes.sophia.reasoners import LocalReasoner, Sampling, local_prompt
-from recipes.sophia.runio import stamp_is_fresh, write_json, write_stamp
+from recipes.sophia.runio import run_pretrain_cli, stamp_is_fresh, write_json, write_stamp
 from recipes.sophia.verify import reasoning_reward
 
 logger = logging.getLogger("recipes.sophia.pretrain_reasoner")
@@ -179,10 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    a = parse_args(argv)
-    torch.set_num_threads(a.threads)
-    return pretrain(a)
+    return run_pretrain_cli(parse_args, pretrain, argv)
 
 
 if __name__ == "__main__":

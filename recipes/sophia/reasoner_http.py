@@ -2,9 +2,10 @@
 
 * n samples of one request are sent as n separate requests with ``n=1`` and sample index i (servers
   differ in ``n`` support); with a seed, sample i uses ``seed + i``;
-* bounded concurrency (``asyncio.Semaphore``), a per-request wall-clock timeout, retries with
-  exponential back-off (``backoff_s * 2**attempt``) on timeouts, connection errors, 5xx and 429, never on
-  other 4xx; a request that still fails yields a result with ``error`` set, the batch goes on;
+* bounded concurrency (``asyncio.Semaphore``), a per-attempt timeout (``timeout_s``) and the openai client's
+  own retries (``max_retries``) with its back-off (0.5 s doubling up to 8 s, with jitter; ``Retry-After``
+  honoured) on timeouts, connection errors, 408, 409, 429 and 5xx, never on other 4xx; a request that still
+  fails yields a result with ``error`` set, the batch goes on;
 * every success is committed to the on-disk cache (``cache.ResponseCache``) before it is returned, so a
   restart re-sends only what never completed;
 * the API key comes only from the environment variable named by ``api_key_env`` (``None`` -> "EMPTY", what
@@ -79,16 +80,16 @@ class HTTPReasoner:
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "", *,
                  api_key_env: str | None = "OPENAI_API_KEY", max_concurrency: int = 8, timeout_s: float = 60.0,
-                 max_retries: int = 4, backoff_s: float = 0.5, cache_path: str | Path | None = None):
+                 max_retries: int = 4, cache_path: str | Path | None = None):
         if not model:
             raise ValueError("HTTPReasoner: `model` (the served model name) is required")
-        if max_concurrency < 1 or timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
+        if max_concurrency < 1 or timeout_s <= 0 or max_retries < 0:
             raise ValueError(f"HTTPReasoner: bad limits max_concurrency={max_concurrency} timeout_s={timeout_s} "
-                             f"max_retries={max_retries} backoff_s={backoff_s}")
+                             f"max_retries={max_retries}")
         self.base_url, self.model = base_url.rstrip("/"), model
         self.api_key_env = api_key_env
         self.max_concurrency, self.timeout_s = max_concurrency, float(timeout_s)
-        self.max_retries, self.backoff_s = max_retries, float(backoff_s)
+        self.max_retries = max_retries
         self.__api_key = self._read_key(api_key_env, self.base_url)
         self.cache = ResponseCache(cache_path) if cache_path is not None else None
         self.stats = ReasonerStats()
@@ -164,12 +165,15 @@ class HTTPReasoner:
                 pending.setdefault(job.key, []).append(i)  # identical requests in one batch are sent once
         if pending:
             sem = asyncio.Semaphore(self.max_concurrency)
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.__api_key, max_retries=0,
-                                        timeout=self.timeout_s + 5.0)
+            sent_before = self.stats.requests_sent
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=self.__api_key, max_retries=self.max_retries, timeout=self.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._count_attempt]}))
             try:
                 outs = await asyncio.gather(*(self._one(client, sem, jobs[idx[0]]) for idx in pending.values()))
             finally:
                 await client.close()
+            self.stats.retries += self.stats.requests_sent - sent_before - len(pending)
             for idx, out in zip(pending.values(), outs):
                 for i in idx:
                     results[i] = ReasonResult(**{**asdict(out), "request_id": jobs[i].request.request_id,
@@ -195,47 +199,25 @@ class HTTPReasoner:
         return ReasonResult(job.request.request_id, job.sample_index, resp.text, resp.reasoning,
                             resp.completion_tokens, resp.finish_reason, from_cache=from_cache)
 
-    @staticmethod
-    def _retryable(exc: BaseException) -> bool:
-        import openai
-
-        if isinstance(exc, (asyncio.TimeoutError, openai.APIConnectionError)):  # includes APITimeoutError
-            return True
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code == 429 or exc.status_code >= 500
-        return False
+    async def _count_attempt(self, request: Any) -> None:
+        self.stats.requests_sent += 1  # every HTTP attempt, the client's retries included
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, job: _Job) -> ReasonResult:
         kwargs = {k: v for k, v in job.params.items() if v is not None}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                async with sem:
-                    self.stats.requests_sent += 1
-                    resp = await asyncio.wait_for(
-                        client.chat.completions.create(model=self.model, messages=job.request.messages, n=1,
-                                                       **kwargs),
-                        timeout=self.timeout_s)
-                cached = self._parse(resp)
-            except Exception as e:  # noqa: BLE001 - classified below; never propagates
-                last = self._scrub(f"{type(e).__name__}: {e}")[:500]
-                if attempt < self.max_retries and self._retryable(e):
-                    self.stats.retries += 1
-                    delay = self.backoff_s * (2**attempt)
-                    logger.info("reasoner request %s#%d attempt %d failed (%s); retrying in %.2fs",
-                                job.request.request_id, job.sample_index, attempt + 1, last[:200], delay)
-                    await asyncio.sleep(delay)
-                    continue
-                break
-            else:
-                self.stats.completed += 1
-                if self.cache is not None:
-                    self.cache.put(job.key, cached)
-                return self._result(job, cached, from_cache=False)
-        self.stats.failures += 1
-        logger.warning("reasoner request %s#%d failed after %d attempt(s): %s",
-                       job.request.request_id, job.sample_index, attempt + 1, last[:300])
-        return ReasonResult(job.request.request_id, job.sample_index, error=last or "unknown error")
+        try:
+            async with sem:
+                resp = await client.chat.completions.create(model=self.model, messages=job.request.messages, n=1,
+                                                            **kwargs)
+            cached = self._parse(resp)
+        except Exception as e:  # noqa: BLE001 - the client has retried what is retryable; never propagates
+            err = self._scrub(f"{type(e).__name__}: {e}")[:500]
+            self.stats.failures += 1
+            logger.warning("reasoner request %s#%d failed: %s", job.request.request_id, job.sample_index, err[:300])
+            return ReasonResult(job.request.request_id, job.sample_index, error=err or "unknown error")
+        self.stats.completed += 1
+        if self.cache is not None:
+            self.cache.put(job.key, cached)
+        return self._result(job, cached, from_cache=False)
 
     @staticmethod
     def _parse(resp: Any) -> CachedResponse:

@@ -144,6 +144,6 @@ def make_reasoner(backend: str, model_path: str, http: Any = None, cache_path: s
 
         client = HTTPReasoner(http.base_url, http.model, api_key_env=http.api_key_env,
                               max_concurrency=http.max_concurrency, timeout_s=http.timeout_s,
-                              max_retries=http.max_retries, backoff_s=http.backoff_s, cache_path=cache_path)
+                              max_retries=http.max_retries, cache_path=cache_path)
         return HTTPReasonerBackend(client, seed)
     raise ValueError(f"unknown reasoner backend {backend!r}; known: local, http")

@@ -88,3 +88,13 @@ def stamp_is_fresh(folder: str | Path, stamp: dict[str, Any], name: str = "stamp
 
 def write_stamp(folder: str | Path, stamp: dict[str, Any], name: str = "stamp.json") -> Path:
     return write_json(Path(folder) / name, stamp)
+
+
+def run_pretrain_cli(parse_args: Any, pretrain: Any, argv: list[str] | None = None) -> Path:
+    """``main`` of a pretraining script: INFO logging, ``--threads`` torch CPU threads, then ``pretrain(args)``."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    return pretrain(a)

@@ -34,7 +34,8 @@ from recipes.sophia.runio import JsonlStore, read_jsonl, stamp_is_fresh, write_j
 from recipes.sophia.select import Candidate, caption_reward_histogram, select_trajectories
 from recipes.sophia.verify import extract_final_answer, reasoning_reward
 from recipes.sophia.vlm_data import SFTRow, split_training_sample
-from verl.protocol import DataProto
+from verl.workers.rollout.base import SamplingSpec
+from verl.workers.rollout.generate import generate_texts
 
 logger = logging.getLogger(__name__)
 
@@ -73,31 +74,6 @@ def _chunks(xs: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [xs[i:i + size] for i in range(0, len(xs), size)]
 
 
-def _obj(values: Sequence[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
-
-
-def generate_texts(engine: Any, prompts: Sequence[Any], images: Sequence[list[Any]], *, n: int = 1,
-                   temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 32, seed: int = 0,
-                   batch: int = 64, uids: Sequence[str] | None = None) -> list[list[str]]:
-    """``n`` texts per (prompt, images) row from a rollout engine (greedy when ``temperature`` is 0)."""
-    out: list[list[str]] = []
-    greedy = temperature <= 0
-    for s in range(0, len(prompts), batch):
-        rows = list(range(s, min(len(prompts), s + batch)))
-        data = DataProto.from_dict(non_tensors={
-            "prompt": _obj([prompts[i] for i in rows]), "images": _obj([list(images[i]) for i in rows]),
-            "uid": _obj([uids[i] if uids is not None else f"row{i}" for i in rows])})
-        data.meta_info.update({"n": n, "do_sample": not greedy, "temperature": 0.0 if greedy else temperature,
-                               "top_p": top_p, "top_k": -1, "max_new_tokens": max_new_tokens, "seed": seed + s})
-        texts = list(engine.generate(data).non_tensor_batch["response_text"])
-        out.extend([str(t) for t in texts[j * n:(j + 1) * n]] for j in range(len(rows)))
-    return out
-
-
 def _settings(section: Any, *skip: str) -> dict[str, Any]:
     return {k: v for k, v in json.loads(json.dumps(section.__dict__, default=str)).items() if k not in skip}
 
@@ -130,9 +106,10 @@ def caption_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path,
         engine = engine_factory()
         msgs = build_caption_messages(len(refs[pending[0]]), c.prompt)
         for chunk in _chunks(pending, c.batch_images):
-            texts = generate_texts(engine, [msgs] * len(chunk), [refs[k] for k in chunk], n=c.k,
-                                   temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
-                                   seed=_seed(cfg.trainer.seed, chunk[0]), batch=len(chunk), uids=list(chunk))
+            spec = SamplingSpec(n=c.k, temperature=c.temperature, top_p=c.top_p, top_k=-1,
+                                max_new_tokens=c.max_new_tokens, seed=_seed(cfg.trainer.seed, chunk[0]))
+            texts = generate_texts(engine.generate, [msgs] * len(chunk), [refs[k] for k in chunk], spec,
+                                   uids=list(chunk))
             store.append({"key": k, "captions": [{"caption_id": f"{k}#c{j}", "text": t} for j, t in enumerate(ts)]}
                          for k, ts in zip(chunk, texts))
         logger.info("caption: %d image(s) captioned, %d reused", len(pending), len(images) - len(pending))
@@ -375,10 +352,10 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
     if pending:
         engine = engine_factory(str(model_path))
         sp = system_prompt_of(cfg)
+        greedy = SamplingSpec(n=1, temperature=0.0, top_k=-1, max_new_tokens=cfg.eval.max_new_tokens, seed=0)
         for chunk in _chunks(pending, cfg.eval.batch):
-            texts = generate_texts(engine, [policy_prompt(q, sp) for q in chunk], [q.images for q in chunk],
-                                   max_new_tokens=cfg.eval.max_new_tokens, batch=len(chunk),
-                                   uids=[q.uid for q in chunk])
+            texts = generate_texts(engine.generate, [policy_prompt(q, sp) for q in chunk], [q.images for q in chunk],
+                                   greedy, uids=[q.uid for q in chunk])
             store.append({"key": q.uid, "response": t[0], "answer": extract_final_answer(t[0]),
                           "reward": reasoning_reward(t[0], q.gold)} for q, t in zip(chunk, texts))
     done = {r["key"]: r for r in store.rows}

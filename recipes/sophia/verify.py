@@ -26,12 +26,13 @@ import logging
 import re
 import threading
 
+from verl.rewards.answers import boxed_contents
+
 logger = logging.getLogger(__name__)
 
 MAX_MATH_CHARS = 300
 MATH_TIMEOUT_S = 2
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_LINE_RE = re.compile(
     r"\b(?:(?:final\s+)?answer\s*(?:is\s*)?[:：]|the\s+(?:final\s+)?answer\s+is\b[:：]?)\s*(.+)", re.IGNORECASE
 )
@@ -39,27 +40,11 @@ _OPTION_RE = re.compile(r"^\(?([A-F])\)?(?:\s*[.:)]\s*.*|\s*)$", re.DOTALL)
 _MATHISH_RE = re.compile(r"[\d\\^_=+*/<>{}\[\]|%]|(?<![A-Za-z])-|-(?![A-Za-z])")
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """Contents of every balanced ``\\boxed{...}`` in order (unbalanced tails are skipped)."""
-    out: list[str] = []
-    for m in _BOX_RE.finditer(text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            out.append(text[m.end() : i - 1])
-    return out
-
-
 def extract_final_answer(text: str | None) -> str | None:
     """The final answer of a reasoning text (see module doc for the rules), stripped; None if absent."""
     if not text:
         return None
-    boxed = _boxed_contents(text)
+    boxed = boxed_contents(text)
     if boxed:
         ans = boxed[-1].strip()
         return ans or None

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 
 from verl.models.multimodal import build_prompt_inputs, pad_id_of
@@ -40,13 +39,6 @@ def split_training_sample(sample: dict[str, Any]) -> tuple[list[dict[str, Any]],
     if not msgs or msgs[-1].get("role") != "assistant":
         raise ValueError("training sample: the last message must be the assistant answer")
     return msgs[:-1], str(msgs[-1]["content"])
-
-
-def _obj(values: Sequence[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
 
 
 def sft_dataproto(processor: Any, rows: Sequence[SFTRow], max_response_tokens: int | None = None,
@@ -78,8 +70,8 @@ def sft_dataproto(processor: Any, rows: Sequence[SFTRow], max_response_tokens: i
         resp_t[i, :len(t)], resp_m[i, :len(t)] = t, 1
     tensors = {"prompts": prompt_t, "responses": resp_t, "response_mask": resp_m,
                "input_ids": torch.cat([prompt_t, resp_t], 1), "attention_mask": torch.cat([prompt_m, resp_m], 1)}
-    non = {"prompt": _obj([r.prompt for r in rows]), "images": _obj([list(r.images) for r in rows]),
-           "uid": _obj([r.uid for r in rows])}
+    non = {"prompt": [r.prompt for r in rows], "images": [list(r.images) for r in rows],
+           "uid": [r.uid for r in rows]}
     return DataProto.from_dict(tensors, non, {"temperature": 1.0})
 
 

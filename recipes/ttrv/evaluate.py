@@ -12,28 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import verl  # noqa: F401  (torchvision compat shim)
 from verl.data.formats import Record, load_records
-from verl.protocol import DataProto
 from verl.rewards.answers import INVALID, extract_answer, normalize_ground_truth
 from verl.rewards.metrics import maj_at_n, mean_at_n
-
-
-def prompts_of(records: list[Record]) -> DataProto:
-    """Rollout input (chat messages, image refs, uids) of ``records``; labels are not included."""
-
-    def arr(values: list[Any]) -> np.ndarray:
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-
-    return DataProto.from_dict(non_tensors={"uid": arr([r.uid for r in records]),
-                                            "prompt": arr([r.prompt for r in records]),
-                                            "images": arr([list(r.images) for r in records])})
+from verl.workers.rollout.base import SamplingSpec
+from verl.workers.rollout.generate import generate_texts
 
 
 def score(answers: list[list[str]], records: list[Record]) -> dict[str, float]:
@@ -48,17 +35,10 @@ def score(answers: list[list[str]], records: list[Record]) -> dict[str, float]:
 
 def _answers(engine, records: list[Record], n: int, greedy: bool, max_new_tokens: int, seed: int,
              batch: int) -> list[list[str]]:
-    out: list[list[str]] = []
-    meta = {"n": n, "do_sample": not greedy, "temperature": 0.0 if greedy else 1.0, "top_p": 1.0, "top_k": -1,
-            "max_new_tokens": max_new_tokens, "seed": seed}
-    for s in range(0, len(records), batch):
-        chunk = records[s:s + batch]
-        data = prompts_of(chunk)
-        data.meta_info.update(meta)
-        texts = engine.generate(data).non_tensor_batch["response_text"]
-        for i, r in enumerate(chunk):
-            out.append([extract_answer(str(t), r.options or None) for t in texts[i * n:(i + 1) * n]])
-    return out
+    spec = SamplingSpec(n=n, temperature=0.0 if greedy else 1.0, top_k=-1, max_new_tokens=max_new_tokens, seed=seed)
+    texts = generate_texts(engine.generate, [r.prompt for r in records], [r.images for r in records], spec,
+                           batch_size=batch, uids=[r.uid for r in records])
+    return [[extract_answer(t, r.options or None) for t in ts] for r, ts in zip(records, texts)]
 
 
 def evaluate(model: str | Path, files: list[str | Path], n: int = 8, rollout: str = "hf", max_new_tokens: int = 8,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from verl.config.loader import ConfigError, derive_total_steps, finalize, hydra_entry, load_config, to_yaml
+from verl.config.loader import ConfigError, derive_total_steps, finalize, load_config, to_yaml
 from verl.config.schema import RLConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,21 +156,6 @@ def test_ttrv_cpu_tiny_recipe_and_override():
 def test_to_yaml_round_trips_values():
     text = to_yaml(load_config(overrides=["actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.n_votes=12"]))
     assert "n_votes: 12" in text and "actor_rollout_ref:" in text and "hydra" not in text
-
-
-def test_hydra_entry_parses_command_line(monkeypatch):
-    seen: list[RLConfig] = []
-
-    @hydra_entry()
-    def run(cfg: RLConfig) -> None:
-        seen.append(cfg)
-
-    monkeypatch.setattr(sys, "argv", ["main.py", "--config-dir", str(RECIPES), "--config-name", "ttrv_cpu_tiny",
-                                      "actor_rollout_ref.rollout.n=4"])
-    monkeypatch.chdir(ROOT)
-    run()
-    assert len(seen) == 1 and isinstance(seen[0], RLConfig)
-    assert seen[0].actor_rollout_ref.rollout.n == 4 and seen[0].actor_rollout_ref.rollout.max_new_tokens == 8
 
 
 def test_framework_yaml_agrees_with_schema_defaults():

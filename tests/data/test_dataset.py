@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from verl.data.dataset import RLDataset, StatefulBatchSampler, collate_records, make_dataloader
+from verl.data.dataset import RLDataset, StatefulBatchSampler, make_dataloader
 from verl.data.formats import Record
 
 
@@ -80,15 +80,3 @@ def test_state_mismatch_and_bad_args():
         StatefulBatchSampler(0, 2)
     with pytest.raises(ValueError, match="gives no batch"):
         StatefulBatchSampler(3, 4, drop_last=True)
-
-
-def test_collate_records_object_arrays():
-    recs = _records(3)
-    out = collate_records(recs)
-    assert list(out) == ["uid", "index", "data_source", "prompt", "images", "ground_truth", "options"]
-    for v in out.values():
-        assert v.dtype == object and v.shape == (3,)
-    assert out["uid"].tolist() == ["f:0", "f:1", "f:2"]
-    assert out["images"][1] == ["/img/1.png"]  # lists stay lists, not a 2-D array
-    assert out["prompt"][2] == [{"role": "user", "content": "<image> q2"}]
-    assert out["ground_truth"].tolist() == ["0", "1", "2"] and out["index"].tolist() == [0, 1, 2]

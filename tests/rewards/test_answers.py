@@ -7,6 +7,7 @@ import pytest
 
 from verl.rewards.answers import (
     INVALID,
+    boxed_contents,
     extract_answer,
     normalize_ground_truth,
     normalize_number,
@@ -162,3 +163,9 @@ def test_every_option_style_in_the_data():
                 assert extract_answer(text, opts) == letter, (where, text)
         assert extract_answer("This is a cat", opts) != "A" or "cat" in str(opts.get("A", "")).lower(), where
         assert extract_answer("<|im_end|>", opts) == INVALID, where
+
+
+def test_boxed_contents_shared_with_sophia():
+    assert boxed_contents(r"a \boxed{1} b \fbox{\frac{2}{3}} c \boxed{4") == ["1", r"\frac{2}{3}"]
+    assert boxed_contents("none") == []
+    assert extract_answer(r"so \boxed{B} \boxed{oops", {"A": "cat", "B": "dog"}) == "B"  # unbalanced box skipped

@@ -15,8 +15,6 @@ Two ways in, same result (a finalized :class:`~verl.config.schema.RLConfig` data
           cfg = from_hydra(hydra_cfg)  # unknown-key check + OmegaConf.to_object + finalize
           run(cfg)
 
-  or simply decorate ``run(cfg: RLConfig)`` with :func:`hydra_entry`.
-
 ``finalize`` computes derived values once, on the driver; workers receive the finished dataclass.
 """
 
@@ -24,10 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 from verl.config import schema
 from verl.config.schema import CHOICES, LOGGER_CHOICES, RLConfig, register_configs
 
-__all__ = ["DEFAULT_CONFIG_DIR", "ConfigError", "derive_total_steps", "finalize", "from_hydra", "hydra_entry",
-           "load_config", "to_yaml"]
+__all__ = ["DEFAULT_CONFIG_DIR", "ConfigError", "derive_total_steps", "finalize", "from_hydra", "load_config",
+           "to_yaml"]
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -160,24 +156,6 @@ def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = 
     return from_hydra(composed)
 
 
-def hydra_entry(config_name: str = "ppo_trainer", config_path: str | Path | None = None
-                ) -> Callable[[Callable[[RLConfig], Any]], Callable[[], Any]]:
-    """Decorator: ``@hydra_entry()`` on ``run(cfg: RLConfig)`` gives a Hydra ``main()`` (CLI overrides)."""
-    import hydra
-
-    register_configs()
-
-    def deco(fn: Callable[[RLConfig], Any]) -> Callable[[], Any]:
-        @hydra.main(config_path=str(config_path or DEFAULT_CONFIG_DIR), config_name=config_name, version_base=None)
-        @functools.wraps(fn)
-        def _main(hydra_cfg: DictConfig) -> Any:
-            return fn(from_hydra(hydra_cfg))
-
-        return _main
-
-    return deco
-
-
 def to_yaml(cfg: RLConfig) -> str:
     """The resolved config as YAML (for logs and trackers)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
@@ -254,6 +232,8 @@ def finalize(cfg: RLConfig) -> RLConfig:
                     "get_adv_estimator")
     _check_registry("actor_rollout_ref.actor.policy_loss", actor.policy_loss, "verl.algos.policy_loss",
                     "get_policy_loss")
+    _check_registry("algorithm.method", cfg.algorithm.method, "verl.trainer.method", "method_class")
+    _check_registry("reward.name", cfg.reward.name, "verl.rewards.registry", "get_group_reward")
 
     # rollout budget: n_votes vote, n of them train
     if rollout.n_votes is None:

@@ -139,6 +139,7 @@ class ActorRolloutRefConfig:
 @dataclass
 class AlgorithmConfig:
     adv_estimator: str = "grpo"  # registry key of verl.algos.advantage (grpo | drgrpo | grpo_batch | ...)
+    method: str = "grpo"  # verl.trainer.method: registered name or "package.module:Class" (score/metrics/train_rows)
     norm_adv_by_std_in_grpo: bool = True
     epsilon: float = 1e-6
 

@@ -119,23 +119,3 @@ def make_dataloader(records: Sequence[Record], batch_size: int, shuffle: bool = 
     sampler = StatefulBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     # num_workers=0: the sampler advances only when a batch is taken, so its state is exact
     return StatefulDataLoader(dataset, batch_sampler=sampler, collate_fn=_as_list, num_workers=0)
-
-
-def _object_array(values: list) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
-
-
-def collate_records(records: Sequence[Record]) -> dict[str, np.ndarray]:
-    """Per-sample numpy object arrays (length ``len(records)``) for a ``DataProto.non_tensor_batch``."""
-    return {
-        "uid": _object_array([r.uid for r in records]),
-        "index": _object_array([int(r.index) for r in records]),
-        "data_source": _object_array([r.data_source for r in records]),
-        "prompt": _object_array([r.prompt for r in records]),
-        "images": _object_array([list(r.images) for r in records]),
-        "ground_truth": _object_array([r.ground_truth for r in records]),
-        "options": _object_array([dict(r.options) for r in records]),
-    }

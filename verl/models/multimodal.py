@@ -8,15 +8,13 @@ string (one user turn).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-IMAGE_PLACEHOLDER = "<image>"
+from verl.data.images import content_parts, load_image
 
 # Keys returned by the processor that are per-token (aligned with input_ids) rather than per-image.
 _PER_TOKEN_KEYS = ("mm_token_type_ids", "token_type_ids")
@@ -29,37 +27,20 @@ def _as_list(x: Any) -> list:
     return list(x)
 
 
-def _split_placeholders(text: str) -> list[dict]:
-    parts: list[dict] = []
-    for i, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
-        if i > 0:
-            parts.append({"type": "image"})
-        if chunk:
-            parts.append({"type": "text", "text": chunk})
-    return parts
-
-
 def to_chat_messages(prompt: Any) -> list[dict]:
     """Normalise a prompt (str, verl-style messages with ``<image>`` in strings, or structured
     messages) into messages whose content is a list of ``{"type": "image"|"text"}`` parts."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": _split_placeholders(prompt)}]
+        return [{"role": "user", "content": content_parts(prompt)}]
     messages = []
     for i, msg in enumerate(_as_list(prompt)):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise ValueError(f"prompt message {i} must be a dict with 'role' and 'content', got {msg!r:.200}")
         content = msg["content"]
-        if isinstance(content, str):
-            parts = _split_placeholders(content)
-        else:
-            parts = []
-            for part in _as_list(content):
-                if not isinstance(part, dict) or part.get("type") not in ("image", "text"):
-                    raise ValueError(f"prompt message {i}: unsupported content part {part!r:.200}")
-                if part["type"] == "image":
-                    parts.append({"type": "image"})
-                else:
-                    parts.extend(_split_placeholders(str(part.get("text", ""))))
+        try:
+            parts = content_parts(content if isinstance(content, str) else _as_list(content))
+        except ValueError as e:
+            raise ValueError(f"prompt message {i}: {e}") from None
         messages.append({"role": msg["role"], "content": parts})
     return messages
 
@@ -67,30 +48,6 @@ def to_chat_messages(prompt: Any) -> list[dict]:
 def count_images(messages: list[dict]) -> int:
     """Number of image parts in normalised messages."""
     return sum(1 for m in messages for p in m["content"] if isinstance(p, dict) and p.get("type") == "image")
-
-
-def decode_image(ref: Any):
-    """Decode one image reference (path, bytes, PIL image or ``{"bytes"|"path": ...}``) to RGB PIL."""
-    try:  # prefer the data layer's loader when present (one decoding rule for the whole project)
-        from verl.data.formats import load_image
-    except ImportError:  # pragma: no cover - data layer not installed yet
-        load_image = None
-    from PIL import Image
-
-    if isinstance(ref, Image.Image):
-        return ref.convert("RGB")
-    if isinstance(ref, dict):
-        ref = ref.get("bytes") or ref.get("path")
-    if load_image is not None and isinstance(ref, str | bytes | Path):
-        return load_image(str(ref) if isinstance(ref, Path) else ref).convert("RGB")
-    if isinstance(ref, bytes | bytearray):
-        return Image.open(io.BytesIO(ref)).convert("RGB")
-    if isinstance(ref, str | Path):
-        if not Path(ref).is_file():
-            raise FileNotFoundError(f"image file not found: {ref}")
-        with Image.open(ref) as im:
-            return im.convert("RGB")
-    raise TypeError(f"unsupported image reference of type {type(ref).__name__}")
 
 
 def prompt_text(processor, messages: Any) -> str:
@@ -109,7 +66,7 @@ def build_prompt_inputs(processor, messages: Any, images: Sequence[Any] | None) 
     if n_ph != len(images):
         raise ValueError(f"prompt has {n_ph} image placeholder(s) but {len(images)} image(s) were given")
     text = prompt_text(processor, msgs)
-    pil = [decode_image(ref) for ref in images]
+    pil = [load_image(ref) for ref in images]
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if pil:
         kwargs["images"] = pil

@@ -7,7 +7,8 @@ these rules, first hit wins:
 0. Clean-up: special tokens (``<|im_end|>``, ``<|endoftext|>``, ``<s>``, ``</s>``, any ``<|...|>``,
    image tokens) are removed; if ``</think>`` occurs only the text after the last one is read;
    markdown ``*`` and backticks are dropped.  Empty text -> INVALID.
-1. ``\\boxed{...}``: the last box's content, read as a short answer (rule 3 / 4 forms).
+1. ``\\boxed{...}`` (or ``\\fbox{...}``): the last balanced box's content, read as a short answer
+   (rule 3 / 4 forms).
 2. Explicit cue: the LAST "answer" / "final answer" / "option" / "choice" cue (``Answer: B``,
    ``The answer is (b)``, ``answer is koala``) whose remainder of the line (its first 300
    characters) reads as a short answer.
@@ -90,16 +91,26 @@ def _clean(text: str) -> str:
     return re.sub(r"[*`]+", "", text).strip()
 
 
-def _last_boxed(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every balanced ``\\boxed{...}`` / ``\\fbox{...}`` in order (nested braces kept;
+    an unbalanced box is skipped)."""
+    out: list[str] = []
+    for m in _BOX.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
         if depth == 0:
-            return text[i:j].strip()
-    return None
+            out.append(text[m.end():i - 1])
+    return out
+
+
+def _last_boxed(text: str) -> str | None:
+    boxes = boxed_contents(text)
+    return boxes[-1].strip() if boxes else None
 
 
 def _search_key(text: str) -> str:
@@ -198,6 +209,11 @@ def _short(s: str, options: dict[str, str]) -> str | None:
     got = _exact_text(s, options) or _letter_head(s, options)
     if got is not None:
         return got
+    return _unique_text_match(s, options)
+
+
+def _unique_text_match(s: str, options: dict[str, str]) -> str | None:
+    """The one option whose text matches (as the leading clause first, then anywhere), else None."""
     for leading in (True, False):
         hits = _text_matches(s, options, leading)
         if len(hits) == 1:
@@ -229,10 +245,9 @@ def _extract_choice(t: str, options: dict[str, str]) -> str:
     got = _exact_text(first_line, options) or _letter_head(first_line, options)
     if got is not None:
         return got
-    for leading in (True, False):
-        hits = _text_matches(t, options, leading)
-        if len(hits) == 1:
-            return hits.pop()
+    got = _unique_text_match(t, options)
+    if got is not None:
+        return got
     letters = {next(g for g in m.groups() if g) for m in _STRICT_LETTER.finditer(t)} & set(options)
     return letters.pop() if len(letters) == 1 else INVALID
 

@@ -1,51 +1,80 @@
-"""Registry of GROUP reward functions and loading of custom ``path/to/file.py:function`` rewards.
+"""The one reward path: GROUP reward functions (built-in or ``path/to/file.py:function``), checked.
 
 A group reward function receives all N responses of one prompt at once (majority voting needs the
-whole group) and returns one float per response::
+whole group) plus the record's non-label metadata, and returns one float per response::
 
-    fn(responses: list[str], *, prompt: str, options: dict, extra: dict) -> list[float]
+    fn(responses: list[str], *, prompt, options: dict, extra: dict, uid: str, data_source: str) -> list[float]
 
-Reward functions never receive the ground truth: :func:`compute_group_rewards` refuses an ``extra``
-that carries one (ground truths are read only by :mod:`verl.rewards.metrics`).
+``prompt`` is the record's chat messages, ``options`` its answer options ({} for open questions),
+``extra`` the record's extra fields minus anything that is the answer (:data:`LABEL_KEYS`), ``uid`` the
+record id and ``data_source`` its source. Built-in rewards are registered as *builders* that take the
+``reward`` config section and return such a function (:func:`register_group_reward`); the trainer calls
+:func:`build_group_reward` once and scores every batch with :func:`score_groups`, which checks each
+group's output (finite, one per response) and stops with :class:`RewardError` naming the function and
+the prompt's uid. Reward functions never receive the ground truth.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from verl.protocol import DataProto, object_array
 from verl.rewards.answers import extract_answer
-from verl.rewards.options import parse_options
 from verl.rewards.voting import ttrv_group_reward
 
-GroupRewardFn = Callable[..., list[float]]
-GROUP_REWARDS: dict[str, GroupRewardFn] = {}
-FORBIDDEN_EXTRA_KEYS = ("ground_truth", "answer", "label", "gt")
+GroupRewardFn = Callable[..., Sequence[float]]
+RewardBuilder = Callable[[Any], GroupRewardFn]  # reward config section -> group reward function
+GROUP_REWARDS: dict[str, RewardBuilder] = {}
+LABEL_KEYS = frozenset({"ground_truth", "answer", "answers", "label", "labels", "gt", "gold", "solution",
+                        "reward_model"})
 
 
-def register_group_reward(name: str) -> Callable[[GroupRewardFn], GroupRewardFn]:
-    """Decorator registering a group reward function under ``name``."""
+class RewardError(ValueError):
+    """A reward function failed or returned unusable scores (names the function and the prompt uid)."""
 
-    def deco(fn: GroupRewardFn) -> GroupRewardFn:
-        if name in GROUP_REWARDS and GROUP_REWARDS[name] is not fn:
+
+@dataclass(frozen=True)
+class GroupReward:
+    """A group reward function with the name it is reported under (registry key or file spec)."""
+
+    name: str
+    fn: GroupRewardFn
+
+
+def register_group_reward(name: str) -> Callable[[RewardBuilder], RewardBuilder]:
+    """Decorator registering a builder ``(reward_config) -> group reward function`` under ``name``."""
+
+    def deco(builder: RewardBuilder) -> RewardBuilder:
+        if name in GROUP_REWARDS and GROUP_REWARDS[name] is not builder:
             raise ValueError(f"group reward {name!r} is already registered")
-        GROUP_REWARDS[name] = fn
-        return fn
+        GROUP_REWARDS[name] = builder
+        return builder
 
     return deco
 
 
-def get_group_reward(name_or_spec: str) -> GroupRewardFn:
-    """A registered name, or a ``path/to/file.py:function`` spec (loaded with :func:`load_custom_reward`)."""
-    if name_or_spec in GROUP_REWARDS:
-        return GROUP_REWARDS[name_or_spec]
-    if ":" in name_or_spec and name_or_spec.split(":", 1)[0].endswith(".py"):
-        return load_custom_reward(name_or_spec)
-    raise KeyError(f"unknown group reward {name_or_spec!r}; known: {sorted(GROUP_REWARDS)} "
-                   f"or a 'path/to/file.py:function' spec")
+def get_group_reward(name: str) -> RewardBuilder:
+    """The builder registered under ``name`` (KeyError listing the known names otherwise)."""
+    if name not in GROUP_REWARDS:
+        raise KeyError(f"unknown group reward {name!r}; known: {sorted(GROUP_REWARDS)} "
+                       f"(or set reward.custom_reward_function='path/to/file.py:function')")
+    return GROUP_REWARDS[name]
+
+
+def build_group_reward(cfg: Any) -> GroupReward:
+    """The reward of a ``reward`` config section: ``custom_reward_function`` if set, else the
+    registered reward ``name`` built with the section's settings."""
+    spec = cfg.custom_reward_function
+    if spec:
+        return GroupReward(spec, load_custom_reward(spec))
+    return GroupReward(cfg.name, get_group_reward(cfg.name)(cfg))
 
 
 def load_custom_reward(spec: str) -> GroupRewardFn:
@@ -77,40 +106,82 @@ def load_custom_reward(spec: str) -> GroupRewardFn:
     return fn
 
 
-def compute_group_rewards(fn: GroupRewardFn, responses: list[str], *, prompt: str,
-                          options: dict | None = None, extra: dict | None = None,
-                          where: str = "") -> list[float]:
-    """Call a group reward function and check its output (one finite float per response).
+def without_labels(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``extra`` minus every key that is (or may hold) the answer."""
+    return {k: v for k, v in (extra or {}).items() if k.lower() not in LABEL_KEYS}
 
-    ``where`` (e.g. a record id) is added to error messages.
-    """
-    extra = dict(extra or {})
-    leaked = [k for k in FORBIDDEN_EXTRA_KEYS if k in extra]
-    if leaked:
-        raise ValueError(f"reward extra{where and ' for ' + where} carries ground-truth keys {leaked}: "
-                         f"reward functions must not see labels")
-    out = fn(list(responses), prompt=prompt, options=dict(options or {}), extra=extra)
-    out = [float(x) for x in out]
-    if len(out) != len(responses):
-        raise ValueError(f"group reward {getattr(fn, '__name__', fn)!r}{where and ' for ' + where} returned "
-                         f"{len(out)} scores for {len(responses)} responses")
-    if not all(math.isfinite(x) for x in out):
-        raise ValueError(f"group reward {getattr(fn, '__name__', fn)!r}{where and ' for ' + where} "
-                         f"returned a non-finite score: {out}")
+
+def compute_group_rewards(reward: GroupReward, responses: Sequence[str], *, prompt: Any, uid: str,
+                          options: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
+                          data_source: str = "") -> np.ndarray:
+    """Call ``reward`` on one prompt's responses; one finite float per response, else :class:`RewardError`."""
+    where = f"group reward {reward.name!r} for prompt uid {uid!r}"
+    try:
+        raw = reward.fn(list(responses), prompt=prompt, options=dict(options or {}), extra=without_labels(extra),
+                        uid=str(uid), data_source=str(data_source))
+    except RewardError:
+        raise
+    except Exception as e:
+        raise RewardError(f"{where} raised {type(e).__name__}: {e}") from e
+    try:
+        out = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise RewardError(f"{where} returned {raw!r:.200}, not a list of floats") from e
+    if out.shape != (len(responses),):
+        raise RewardError(f"{where} returned shape {out.shape} for {len(responses)} responses "
+                          f"(one float per response expected)")
+    if not np.isfinite(out).all():
+        raise RewardError(f"{where} returned a non-finite score: {out.tolist()}")
     return out
 
 
-@register_group_reward("ttrv")
-def ttrv_reward(responses: list[str], *, prompt: str, options: dict | None = None,
-                extra: dict | None = None) -> list[float]:
-    """TTRV group reward: extract answers against the options, then :func:`ttrv_group_reward`.
+def group_indices(uids: Sequence[Any]) -> dict[str, list[int]]:
+    """Row indices of each uid, in first-appearance order."""
+    out: dict[str, list[int]] = {}
+    for i, u in enumerate(list(uids)):
+        out.setdefault(str(u), []).append(i)
+    return out
 
-    ``options`` default to those parsed from ``prompt``.  ``extra`` may set ``reward_type``,
-    ``entropy_coef``, ``entropy_form``, ``invalid_penalty``, ``invalid_votes`` and ``open_kind``.
-    """
-    extra = extra or {}
-    opts = options if options else parse_options(prompt)
-    answers = [extract_answer(r, opts, open_kind=extra.get("open_kind")) for r in responses]
-    kw = {k: extra[k] for k in ("reward_type", "entropy_coef", "entropy_form", "invalid_penalty",
-                                "invalid_votes") if k in extra}
-    return ttrv_group_reward(answers, **kw).scores.tolist()
+
+def score_groups(reward: GroupReward, data: DataProto) -> np.ndarray:
+    """Scores of every row of a rollout batch (float32, batch order): ``reward`` is called once per uid
+    group with the group's ``response_text`` and the metadata columns of its first row."""
+    nt = data.non_tensor_batch
+
+    def first(key: str, idx: list[int], absent: Any) -> Any:
+        return nt[key][idx[0]] if key in nt else absent
+
+    scores = np.zeros(len(data), dtype=np.float32)
+    for uid, idx in group_indices(nt["uid"]).items():
+        scores[idx] = compute_group_rewards(
+            reward, [str(nt["response_text"][i]) for i in idx], prompt=first("prompt", idx, None), uid=uid,
+            options=first("options", idx, None), extra=first("extra", idx, None),
+            data_source=first("data_source", idx, ""))
+    return scores
+
+
+def batch_answers(data: DataProto) -> np.ndarray:
+    """Extracted answer of every row (object array), against the row's ``options`` when present."""
+    nt = data.non_tensor_batch
+    options = nt["options"] if "options" in nt else [None] * len(data)
+    return object_array([extract_answer(str(t), o or None) for t, o in zip(nt["response_text"], options)])
+
+
+@register_group_reward("ttrv")
+def ttrv_reward(cfg: Any) -> GroupRewardFn:
+    """TTRV group reward: answers extracted against the options, then :func:`ttrv_group_reward` with the
+    ``reward`` section's ``reward_type``, ``entropy_coef``, ``entropy_form``, ``invalid_penalty``, ``invalid_votes``."""
+
+    def ttrv(responses: list[str], *, prompt: Any, options: dict, extra: dict, uid: str,
+             data_source: str) -> list[float]:
+        answers = [extract_answer(r, options or None) for r in responses]
+        return ttrv_group_reward(answers, reward_type=cfg.reward_type, entropy_coef=cfg.entropy_coef,
+                                 entropy_form=cfg.entropy_form, invalid_penalty=cfg.invalid_penalty,
+                                 invalid_votes=cfg.invalid_votes).scores.tolist()
+
+    return ttrv
+
+
+__all__ = ["GROUP_REWARDS", "LABEL_KEYS", "GroupReward", "GroupRewardFn", "RewardError", "batch_answers",
+           "build_group_reward", "compute_group_rewards", "get_group_reward", "group_indices", "load_custom_reward",
+           "register_group_reward", "score_groups", "without_labels"]

@@ -142,6 +142,23 @@ def ttrv_group_reward(answers: Sequence[str], *, reward_type: str = "frequency",
     )
 
 
+@dataclass(frozen=True)
+class Votes:
+    """The extracted answers of one prompt's votes, with the majority rule of :func:`majority_answer`."""
+
+    uid: str
+    answers: list[str]
+    invalid_votes: bool = False
+
+    @property
+    def majority(self) -> str:
+        return majority_answer(self.answers, self.invalid_votes)
+
+    @property
+    def entropy(self) -> float:
+        return answer_entropy(self.answers, self.invalid_votes)
+
+
 def select_train_subset(n_votes: int, n_train: int,
                         rng: int | np.random.Generator | None = None) -> np.ndarray:
     """Indices of the votes that enter the policy update (rewards are computed over all n_votes).

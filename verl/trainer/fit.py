@@ -1,8 +1,9 @@
 """The single controller: one readable GRPO loop over a worker group (Ray actors or this process).
 
-``fit`` reads top to bottom: generate → rewards → old/ref log-probs → advantages → update → sync
-weights → (validate, checkpoint) → log. Each phase is one call on the worker group (or one pure
-function on the driver) and is timed by name (``timing_s/<phase>``).
+``fit`` reads top to bottom: generate → score (the method) → old/ref log-probs → advantages → update →
+sync weights → (validate, checkpoint) → log. Each phase is one call on the worker group (or one pure
+function on the driver) and is timed by name (``timing_s/<phase>``). The method (``algorithm.method``,
+:mod:`verl.trainer.method`) scores the samples, names the rows that train and adds its metrics.
 
 Ground-truth labels live only in ``self._labels`` and are read only by the metrics code; nothing
 sent to a worker or to a reward function contains them.
@@ -25,36 +26,27 @@ from verl.data.dataset import make_dataloader
 from verl.data.formats import Record
 from verl.logging.tracker import Tracker
 from verl.protocol import DataProto
-from verl.rewards.voting import select_train_subset
+from verl.rewards.registry import batch_answers, without_labels
 from verl.trainer import metrics as M
 from verl.trainer.guards import CollapseGuard, step_stats
+from verl.trainer.method import checked_scores, make_method
 from verl.trainer.predictions import validation_rows, write_jsonl
 from verl.trainer.reward_check import reward_composition_warnings
-from verl.trainer.rewarding import GroupRewardManager, group_indices
 from verl.utils.seed import rng_state, set_rng_state
 from verl.utils.timer import timed
+from verl.workers.rollout.base import SamplingSpec
+from verl.workers.rollout.generate import generate, prompt_batch, sampling_meta
 
 logger = logging.getLogger("verl.trainer")
 
 
 def records_to_prompts(records: list[Record]) -> DataProto:
-    """Prompt batch for the workers: chat messages, image refs (paths/bytes) and ids; no labels."""
-
-    def arr(values: list[Any]) -> np.ndarray:
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-
-    return DataProto.from_dict(
-        non_tensors={
-            "uid": arr([r.uid for r in records]),
-            "index": arr([r.index for r in records]),
-            "data_source": arr([r.data_source for r in records]),
-            "prompt": arr([r.prompt for r in records]),
-            "images": arr([list(r.images) for r in records]),
-            "options": arr([dict(r.options or {}) for r in records]),
-        }
-    )
+    """Prompt batch for the workers: chat messages, image refs (paths/bytes), ids and the records'
+    non-label metadata (data source, options, ``extra`` minus answer keys); no labels."""
+    return prompt_batch([r.prompt for r in records], [r.images for r in records], [r.uid for r in records],
+                        index=[r.index for r in records], data_source=[r.data_source for r in records],
+                        options=[dict(r.options or {}) for r in records],
+                        extra=[without_labels(r.extra) for r in records])
 
 
 class Trainer:
@@ -67,7 +59,7 @@ class Trainer:
         self.tracker = tracker
         # The one place labels are kept: read only by the metrics helpers.
         self._labels = M.normalized_labels([*train_records, *val_records])
-        self.reward_manager = GroupRewardManager(config.reward)
+        self.method = make_method(config)  # algorithm.method: score / metrics / train_rows (verl.trainer.method)
         self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
         for warning in reward_composition_warnings(config.reward, config.algorithm):
             logger.warning(warning)
@@ -164,14 +156,15 @@ class Trainer:
         timing: dict[str, float] = {}
         with timed("step", timing):
             prompts = records_to_prompts(batch_records)
-            prompts.meta_info.update(self._sampling_meta(n=rollout.n_votes, do_sample=True))
+            prompts.meta_info.update(sampling_meta(self._sampling(rollout.n_votes, greedy=False)))
             with timed("gen", timing):
                 batch = self.wg.generate_sequences(prompts)
             with timed("reward", timing):
-                reward = self.reward_manager(batch)
-                batch.non_tensor_batch["answer"] = reward.answers
-                batch.batch["token_level_scores"] = self._scores_on_last_token(batch, reward.scores)
-                batch = batch[self._train_subset(batch)]
+                scores = checked_scores(self.method.score(batch), batch, self.config.algorithm.method)
+                batch.batch["token_level_scores"] = self._scores_on_last_token(batch, scores)
+                method_metrics = self.method.metrics(batch, self._labels)  # all votes; labels only reported
+                votes = M.votes_of(batch, self.config.reward.invalid_votes) if self.guard is not None else []
+                batch = batch[self.method.train_rows(batch, self.global_step)]
             with timed("old_log_prob", timing):
                 batch = batch.union(self.wg.compute_log_prob(batch))
             if self.config.actor_rollout_ref.ref.enable:
@@ -193,10 +186,9 @@ class Trainer:
                 self.wg.sync_weights()
         metrics = M.mean_over_workers(actor_metrics)
         metrics.update(M.batch_metrics(batch, timing))
-        metrics.update(M.group_metrics(reward.groups))
-        metrics.update(M.train_label_metrics(reward.groups, self._labels, self.config.reward.invalid_votes))
+        metrics.update(method_metrics)
         if self.guard is not None:
-            metrics.update(self.guard.observe(step_stats(reward.groups, metrics["response_length/mean"])))
+            metrics.update(self.guard.observe(step_stats(votes, metrics["response_length/mean"])))
         metrics["training/global_step"] = self.global_step
         metrics["training/epoch"] = self.dataloader.epoch
         return metrics, timing
@@ -208,41 +200,28 @@ class Trainer:
         Also writes ``val_predictions_step<N>.jsonl`` (answers and vote histograms) in the run folder.
         """
         rollout = self.config.actor_rollout_ref.rollout
-        bs = self.config.data.val_batch_size
-        greedy, sampled = [], []
-        for start in range(0, len(self.val_records), bs):
-            chunk = self.val_records[start : start + bs]
-            greedy.append(self._generate(chunk, n=1, do_sample=False))
-            if rollout.val_sample_n > 1:
-                sampled.append(self._generate(chunk, n=rollout.val_sample_n, do_sample=True))
-        greedy_all, sampled_all = DataProto.concat(greedy), DataProto.concat(sampled) if sampled else None
-        write_jsonl(self.tracker.run_dir / f"val_predictions_step{self.global_step}.jsonl",
-                    validation_rows(greedy_all, sampled_all))
-        return M.validation_metrics(greedy_all, sampled_all, self._labels, rollout.val_sample_n)
+        greedy = self._generate(self.val_records, self._sampling(1, greedy=True))
+        sampled = None
+        if rollout.val_sample_n > 1:
+            sampled = self._generate(self.val_records, self._sampling(rollout.val_sample_n, greedy=False))
+        write_jsonl(self.tracker.run_dir / f"val_predictions_step{self.global_step}.jsonl", validation_rows(greedy, sampled))
+        return M.validation_metrics(greedy, sampled, self._labels, rollout.val_sample_n)
 
-    def _generate(self, records: list[Record], n: int, do_sample: bool) -> DataProto:
-        prompts = records_to_prompts(records)
-        prompts.meta_info.update(self._sampling_meta(n=n, do_sample=do_sample))
-        out = self.wg.generate_sequences(prompts)
-        reward = self.reward_manager.extract_only(out)
-        out.non_tensor_batch["answer"] = reward
+    def _generate(self, records: list[Record], spec: SamplingSpec) -> DataProto:
+        """Responses (non-tensor columns) and their extracted answers, ``data.val_batch_size`` prompts per call."""
+        out = generate(self.wg.generate_sequences, records_to_prompts(records), spec, self.config.data.val_batch_size)
+        out.non_tensor_batch["answer"] = batch_answers(out)
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _sampling_meta(self, n: int, do_sample: bool) -> dict[str, Any]:
+    def _sampling(self, n: int, greedy: bool) -> SamplingSpec:
+        """Greedy (validation) or the rollout's sampling, seeded by trainer.seed and the step."""
         r = self.config.actor_rollout_ref.rollout
-        if not do_sample:
-            return {"n": n, "do_sample": False, "temperature": 0.0, "top_p": 1.0, "top_k": -1,
-                    "max_new_tokens": r.max_new_tokens}
-        return {
-            "n": n,
-            "do_sample": True,
-            "temperature": r.temperature,
-            "top_p": r.top_p,
-            "top_k": r.top_k,
-            "max_new_tokens": r.max_new_tokens,
-            "seed": self.config.trainer.seed * 100_003 + self.global_step,
-        }
+        if greedy:
+            return SamplingSpec(n=n, do_sample=False, temperature=0.0, top_p=1.0, top_k=-1,
+                                max_new_tokens=r.max_new_tokens)
+        return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                            max_new_tokens=r.max_new_tokens, seed=self.config.trainer.seed * 100_003 + self.global_step)
 
     @staticmethod
     def _scores_on_last_token(batch: DataProto, scores: np.ndarray) -> torch.Tensor:
@@ -251,15 +230,6 @@ class Trainer:
         last = (mask.sum(-1) - 1).clamp(min=0)
         out[torch.arange(len(mask)), last] = torch.as_tensor(scores, dtype=torch.float32)
         return out
-
-    def _train_subset(self, batch: DataProto) -> np.ndarray:
-        """Rows that enter the update: ``n`` of the ``n_votes`` samples of each prompt."""
-        r = self.config.actor_rollout_ref.rollout
-        rng = np.random.default_rng(self.config.trainer.seed * 7919 + self.global_step)
-        keep: list[int] = []
-        for idx in group_indices(batch.non_tensor_batch["uid"]).values():
-            keep.extend(idx[j] for j in select_train_subset(len(idx), r.n, rng))
-        return np.asarray(sorted(keep))
 
     # ------------------------------------------------------------------ collapse guard
     def _act_on_guard(self, metrics: dict[str, float]) -> bool:

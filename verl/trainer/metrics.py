@@ -1,7 +1,7 @@
 """Metric assembly for the controller loop (names follow verl / TTRL conventions).
 
-Only :func:`train_label_metrics` and :func:`validation_metrics` read ground-truth labels; they
-report them and feed nothing back into training.
+Only :func:`validation_metrics` (and a method's own ``metrics``, e.g. ``recipes.ttrv.method``) reads
+ground-truth labels; they report them and feed nothing back into training.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from verl.protocol import DataProto
 from verl.rewards import metrics as label_metrics
 from verl.rewards.answers import INVALID, normalize_ground_truth
-from verl.rewards.voting import answer_entropy
+from verl.rewards.registry import group_indices
+from verl.rewards.voting import Votes, answer_entropy
 
 
 def _stats(prefix: str, x: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -42,8 +43,7 @@ def batch_metrics(batch: DataProto, timing: dict[str, float]) -> dict[str, float
     seq_scores = batch.batch["token_level_scores"].sum(-1)
     valid_adv = torch.masked_select(batch.batch["advantages"], mask.bool())
     out = {
-        **_stats("critic/score", seq_scores),
-        **_stats("critic/rewards", seq_scores),
+        **_stats("critic/score", seq_scores),  # = critic/rewards of verl: no KL penalty in the reward here
         **_stats("critic/advantages", valid_adv),
         **_stats("response_length", resp_len),
         **_stats("prompt_length", prompt_len),
@@ -66,20 +66,14 @@ def batch_metrics(batch: DataProto, timing: dict[str, float]) -> dict[str, float
     return out
 
 
-def group_metrics(groups: Sequence) -> dict[str, float]:
-    """Label-free statistics of the vote: answer entropy, invalid ratio, majority ratio."""
-    if not groups:
-        return {}
-    ent = [g.entropy for g in groups]
-    inv = [g.n_invalid / max(1, len(g.answers)) for g in groups]
-    maj = [
-        (sum(a == g.majority for a in g.answers) / len(g.answers)) if g.majority != INVALID else 0.0 for g in groups
-    ]
-    return {
-        "train/answer_entropy": float(np.mean(ent)),
-        "train/invalid_ratio": float(np.mean(inv)),
-        "train/majority_ratio": float(np.mean(maj)),
-    }
+def votes_of(batch: DataProto, invalid_votes: bool = False) -> list[Votes]:
+    """The ``answer`` column grouped by prompt uid (first-appearance order), as :class:`Votes`."""
+    nt = batch.non_tensor_batch
+    if "answer" not in nt:
+        raise KeyError("the batch has no 'answer' column: the method's score must write the extracted answers "
+                       "(trainer.guard and vote metrics need them)")
+    return [Votes(uid, [str(nt["answer"][i]) for i in idx], invalid_votes)
+            for uid, idx in group_indices(nt["uid"]).items()]
 
 
 def normalized_labels(records: Sequence) -> dict[str, str]:
@@ -95,20 +89,6 @@ def normalized_labels(records: Sequence) -> dict[str, str]:
             out[r.uid] = normalize_ground_truth(r.ground_truth, r.options or None)
         except ValueError as exc:
             raise ValueError(f"{r.where()}: {exc}") from exc
-    return out
-
-
-def train_label_metrics(groups: Sequence, labels: dict[str, str], invalid_votes: bool = False) -> dict[str, float]:
-    """TTRL metrics that need the hidden labels (reported only): label/reward accuracy, pass@N, ..."""
-    rows = [
-        label_metrics.label_metrics(g.answers, labels[g.uid], invalid_votes=invalid_votes)
-        for g in groups
-        if g.uid in labels
-    ]
-    out = {f"train/{k}": v for k, v in label_metrics.mean_label_metrics(rows).items()}
-    if "train/pass_at_n" in out:
-        n = len(groups[0].answers)
-        out[f"train/pass@{n}"] = out.pop("train/pass_at_n")
     return out
 
 

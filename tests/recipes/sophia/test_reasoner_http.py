@@ -107,7 +107,6 @@ def _req(rid: str, text: str, n: int = 1, seed: int | None = None) -> ReasonRequ
 def _client(server, tmp_path, **kw) -> HTTPReasoner:
     kw.setdefault("api_key_env", None)
     kw.setdefault("timeout_s", TIMEOUT_S)
-    kw.setdefault("backoff_s", 0.01)
     return HTTPReasoner(server.url, "teacher", cache_path=tmp_path / "cache.sqlite", **kw)
 
 
@@ -200,6 +199,6 @@ def test_missing_key_env(monkeypatch, tmp_path):
 
 
 def test_connection_refused_is_an_error_result(tmp_path):
-    c = HTTPReasoner("http://127.0.0.1:9/v1", "m", api_key_env=None, timeout_s=0.5, max_retries=1, backoff_s=0.01)
+    c = HTTPReasoner("http://127.0.0.1:9/v1", "m", api_key_env=None, timeout_s=0.5, max_retries=1)
     (r,) = c.generate([_req("a", "x")])
     assert r.error and "Connection" in r.error and c.stats.failures == 1 and c.stats.retries == 1

@@ -166,7 +166,7 @@ def test_timeout_and_server_error_are_retried(server):
     proxy = FaultProxy(server.url, slow_s=3.0)
     try:
         client = HTTPReasoner(proxy.url, MODEL, api_key_env=None, max_concurrency=4, timeout_s=1.5,
-                              max_retries=2, backoff_s=0.05)
+                              max_retries=2)
         reqs = [*_requests("plain", 2, n=1), *_requests("SLOW_ONCE", 1, n=1), *_requests("FAIL_ONCE", 1, n=1)]
         out = client.generate(reqs)
     finally:
@@ -182,13 +182,13 @@ def test_timeout_and_server_error_are_retried(server):
 def test_restart_reuses_the_cache(server, tmp_path):
     cache = tmp_path / "cache.sqlite"
     first = HTTPReasoner(server.url + "/v1", MODEL, api_key_env=None, max_concurrency=4, timeout_s=30,
-                         max_retries=1, backoff_s=0.05, cache_path=cache)
+                         max_retries=1, cache_path=cache)
     done = first.generate(_requests("q", 3))
     first.close()
     assert all(r.error is None and not r.from_cache for r in done) and first.stats.completed == 6
 
     server.stop()  # the server goes away: requests fail cleanly (no exception), nothing is cached for them
-    down = HTTPReasoner(server.url + "/v1", MODEL, api_key_env=None, timeout_s=5, max_retries=1, backoff_s=0.05,
+    down = HTTPReasoner(server.url + "/v1", MODEL, api_key_env=None, timeout_s=5, max_retries=1,
                         cache_path=cache)
     lost = down.generate(_requests("new", 1, n=1))
     down.close()
@@ -196,7 +196,7 @@ def test_restart_reuses_the_cache(server, tmp_path):
 
     server.start()  # a new server process; the client is new too (as after a crash of the pipeline)
     again = HTTPReasoner(server.url + "/v1", MODEL, api_key_env=None, max_concurrency=4, timeout_s=30,
-                         max_retries=1, backoff_s=0.05, cache_path=cache)
+                         max_retries=1, cache_path=cache)
     out = again.generate([*_requests("q", 3), *_requests("new", 1, n=1)])
     again.close()
     assert again.stats.cache_hits == 6 and again.stats.requests_sent == 1  # only the request that never finished

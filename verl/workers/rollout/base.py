@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from verl.protocol import DataProto
+from verl.protocol import DataProto, object_array
 
 
 @dataclass(frozen=True)
@@ -154,22 +154,15 @@ def assemble_output(
     non_tensors: dict[str, np.ndarray] = {}
     for key, col in prompts.non_tensor_batch.items():
         non_tensors[key] = _repeat_objects(col, n)
-    non_tensors["response_text"] = _obj_array(texts)
+    non_tensors["response_text"] = object_array(texts)
     non_tensors["prompt_index"] = np.repeat(np.arange(b, dtype=np.int64), n)
     meta = dict(prompts.meta_info or {})
     meta["rollout_engine"] = engine
     return DataProto.from_dict(tensors, non_tensors, meta)
 
 
-def _obj_array(values: Sequence[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
-
-
 def _repeat_objects(col: np.ndarray, n: int) -> np.ndarray:
     col = np.asarray(col) if not isinstance(col, np.ndarray) else col
     if col.dtype != object:
         return np.repeat(col, n, axis=0)
-    return _obj_array([v for v in col for _ in range(n)])
+    return object_array([v for v in col for _ in range(n)])

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from verl.models.multimodal import build_prompt_inputs, decode_image, pad_id_of, prompt_text
+from verl.data.images import load_image
+from verl.models.multimodal import build_prompt_inputs, pad_id_of, prompt_text
 from verl.protocol import DataProto
 from verl.workers.rollout import vllm_compat
 from verl.workers.rollout.base import RolloutEngine, SamplingSpec, assemble_output, prompt_rows
@@ -99,7 +100,7 @@ class VLLMRollout(RolloutEngine):
                 prompt_ids.append(build_prompt_inputs(self.processor, msgs, imgs)["input_ids"])
                 req: dict[str, Any] = {"prompt": prompt_text(self.processor, msgs)}
                 if imgs:
-                    req["multi_modal_data"] = {"image": [decode_image(r) for r in imgs]}
+                    req["multi_modal_data"] = {"image": [load_image(r) for r in imgs]}
             except (ValueError, TypeError, OSError, KeyError) as exc:
                 raise ValueError(f"rollout prompt row {i}: {exc}") from exc
             requests.append(req)
