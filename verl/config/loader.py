@@ -122,17 +122,18 @@ def _searchpath_override(primary_yaml: Path) -> str:
 
 
 def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = None,
-                config_dir: str | Path | None = None) -> RLConfig:
+                config_dir: str | Path | None = None, schema: type[RLConfig] = RLConfig) -> RLConfig:
     """Compose ``<config_dir>/<config_name>.yaml`` (default dir: ``verl/config``) with dotted overrides.
 
     The YAML's defaults list pulls in the schema from the ConfigStore; an unknown key or a value of the
-    wrong type raises :class:`ConfigError` naming it. Returns the finalized dataclass.
+    wrong type raises :class:`ConfigError` naming it. Returns the finalized dataclass. ``schema``: a
+    subclass of :class:`RLConfig` with extra sections (a recipe's), used as the root for this call only.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    register_configs()
+    register_configs(schema)
     cdir = Path(config_dir).expanduser().resolve() if config_dir is not None else DEFAULT_CONFIG_DIR
     if not cdir.is_dir():
         raise ConfigError(f"config_dir {cdir} is not a folder")
@@ -153,6 +154,7 @@ def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = 
         raise _explain(e, name, cdir) from e
     finally:
         GlobalHydra.instance().clear()
+        register_configs()
     return from_hydra(composed)
 
 

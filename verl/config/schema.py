@@ -231,9 +231,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 LOGGER_CHOICES = ("console", "jsonl", "tensorboard", "wandb")
 
 
-def register_configs() -> None:
-    """Store the root schema in Hydra's ConfigStore (idempotent)."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=RLConfig)
+def register_configs(schema: type[RLConfig] = RLConfig) -> None:
+    """Store the root schema in Hydra's ConfigStore (idempotent); a recipe may pass a subclass that adds
+    its own sections (``recipes/ttrv/online.py``)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema)
 
 
 register_configs()

@@ -259,8 +259,11 @@ class Trainer:
         raise FileNotFoundError(f"collapse guard: no checkpoint under {self.ckpt.root} was saved while passing")
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path:
-        """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here)."""
+    def save_checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
+        """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here).
+
+        ``extra``: more driver state stored with it (the online protocol's stream position).
+        """
         folder = self.ckpt.prepare(self.global_step)
         self.wg.save_checkpoint(str(folder))
         state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state(),
@@ -268,13 +271,14 @@ class Trainer:
         if self.guard is not None:
             state["guard"] = {"passed": self.guard.passing, "state": self.guard.state_dict(),
                               "events": self.guard_events}
-        return self.ckpt.commit(self.global_step, state)
+        return self.ckpt.commit(self.global_step, {**state, **(extra or {})})
 
-    def _maybe_resume(self) -> None:
+    def _maybe_resume(self) -> dict[str, Any] | None:
+        """Restore the checkpoint ``trainer.resume_mode`` selects; returns its trainer state (None: fresh)."""
         t = self.config.trainer
         folder = self.ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
         if folder is None:
-            return
+            return None
         state = self.ckpt.load(folder)
         self.wg.load_checkpoint(str(folder))
         self.global_step = int(state["step"])
@@ -284,3 +288,4 @@ class Trainer:
             self.guard.load_state_dict(state["guard"]["state"])
             self.guard_events = list(state["guard"]["events"])
         logger.info("resumed from %s at step %d", folder, self.global_step)
+        return state
