@@ -157,14 +157,10 @@ class OnlineRun:
 
     def _answer(self, positions: list[int]) -> list[str]:
         """Greedy answers of the current model, in the order of ``positions``."""
-        out: list[str] = []
-        bs = self.cfg.data.val_batch_size
-        for i in range(0, len(positions), bs):
-            recs = [self.stream[p] for p in positions[i:i + bs]]
-            gen = self.trainer._generate(recs, n=1, do_sample=False)
-            by_uid = dict(zip(gen.non_tensor_batch["uid"], gen.non_tensor_batch["answer"]))
-            out += [str(by_uid[r.uid]) for r in recs]
-        return out
+        recs = [self.stream[p] for p in positions]
+        gen = self.trainer._generate(recs, self.trainer._sampling(1, greedy=True))
+        by_uid = dict(zip(gen.non_tensor_batch["uid"], gen.non_tensor_batch["answer"]))
+        return [str(by_uid[r.uid]) for r in recs]
 
     def _fresh_state(self) -> dict[str, Any]:
         base = self._answer(list(range(len(self.stream))))
