@@ -29,7 +29,7 @@ from verl.protocol import DataProto
 from verl.rewards.registry import batch_answers, without_labels
 from verl.trainer import metrics as M
 from verl.trainer.guards import CollapseGuard, step_stats
-from verl.trainer.method import checked_scores, make_method
+from verl.trainer.method import Method, checked_scores, make_method
 from verl.trainer.predictions import validation_rows, write_jsonl
 from verl.trainer.reward_check import reward_composition_warnings
 from verl.utils.seed import rng_state, set_rng_state
@@ -52,14 +52,17 @@ def records_to_prompts(records: list[Record]) -> DataProto:
 class Trainer:
     """Drives one ``ActorRolloutRefWorker`` group through GRPO on unlabeled prompts."""
 
-    def __init__(self, config: RLConfig, train_records: list[Record], val_records: list[Record], tracker: Tracker):
+    def __init__(self, config: RLConfig, train_records: list[Record], val_records: list[Record], tracker: Tracker,
+                 method: Method | None = None):
+        """``method``: a method object for programmatic runs (default: the one ``algorithm.method`` names)."""
         self.config = config
         self.train_records = train_records
         self.val_records = val_records
         self.tracker = tracker
         # The one place labels are kept: read only by the metrics helpers.
         self._labels = M.normalized_labels([*train_records, *val_records])
-        self.method = make_method(config)  # algorithm.method: score / metrics / train_rows (verl.trainer.method)
+        self.method = method or make_method(config)  # score / metrics / train_rows (verl.trainer.method)
+        self.method_name = type(method).__name__ if method is not None else config.algorithm.method
         self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
         for warning in reward_composition_warnings(config.reward, config.algorithm):
             logger.warning(warning)
@@ -160,7 +163,7 @@ class Trainer:
             with timed("gen", timing):
                 batch = self.wg.generate_sequences(prompts)
             with timed("reward", timing):
-                scores = checked_scores(self.method.score(batch), batch, self.config.algorithm.method)
+                scores = checked_scores(self.method.score(batch), batch, self.method_name)
                 batch.batch["token_level_scores"] = self._scores_on_last_token(batch, scores)
                 method_metrics = self.method.metrics(batch, self._labels)  # all votes; labels only reported
                 votes = M.votes_of(batch, self.config.reward.invalid_votes) if self.guard is not None else []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 
 def test_grpo_baseline_one_step(tmp_path, tiny_vlm_path, monkeypatch):
+    """The baseline runs on the framework's trainer (local backend): one step changes the weights, not the tower."""
     import torch
     from safetensors.torch import load_file
 
@@ -19,12 +22,24 @@ def test_grpo_baseline_one_step(tmp_path, tiny_vlm_path, monkeypatch):
     monkeypatch.setattr(grpo_baseline, "reasoning_reward", lambda text, gold: next(flip))
     g = grpo_baseline.GRPOCfg(steps=1, prompts_per_step=2, group=2, max_new_tokens=6, lr=1e-2)
     stats = grpo_baseline.run_grpo(tiny_vlm_path(), qs, tmp_path / "grpo", g, None)
-    assert stats["updated_steps"] == 1 and stats["reward_mean"] == [0.5]
+    assert stats["steps"] == 1 and stats["reward_mean"] == [0.5]
     before = load_file(tiny_vlm_path() / "model.safetensors")
     after = load_file(tmp_path / "grpo" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any("visual" in k and "merger" not in k for k in changed)  # tower frozen
     assert grpo_baseline.run_grpo(tiny_vlm_path(), qs, tmp_path / "grpo", g, None) == stats  # cached
+
+
+def test_gold_reward_method_by_hand():
+    from recipes.sophia.grpo_baseline import GoldRewardMethod
+    from verl.protocol import DataProto
+
+    m = GoldRewardMethod({"q1": "7", "q2": "3"})
+    batch = DataProto.from_dict(non_tensors={"uid": ["q1", "q1", "q2"],
+                                             "response_text": [r"so \boxed{7}", r"\boxed{8}", "3"]})
+    assert m.score(batch).tolist() == [1.0, 0.0, 0.0]  # the last one has no final answer
+    assert m.metrics(batch, {})["grpo/reward_mean"] == pytest.approx(1 / 3)
+    assert m.train_rows(batch, step=1).tolist() == [0, 1, 2]
 
 
 def test_results_table(tmp_path):
