@@ -110,6 +110,10 @@ def test_custom_reward_receives_non_label_metadata(tmp_path):
     assert prompt == [{"role": "user", "content": "q"}] and options == OPTIONS
     assert extra == {"qtype": "sum"} and uid == "rec:3" and source == "src"  # answer keys removed
     assert without_labels({"gold": 1, "label": 2, "id": 3}) == {"id": 3}
+    # values that spell the answer go too: the label itself, or the text of its option
+    assert without_labels({"digit": "5", "shift": "noise"}, "A", {"A": "5", "B": "7"}) == {"shift": "noise"}
+    assert without_labels({"digit": " 5 ", "shift": "noise"}, "5") == {"shift": "noise"}
+    assert without_labels({"digit": "5"}, "B", {"A": "5", "B": "7"}) == {"digit": "5"}
 
 
 def test_custom_reward_loading_errors(tmp_path):

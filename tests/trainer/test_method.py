@@ -92,3 +92,15 @@ def test_nan_custom_reward_stops_the_step_naming_the_function(tmp_path):
             trainer.train_step([rec])
     finally:
         tracker.finish()
+
+
+def test_prompts_carry_metadata_but_no_label():
+    from verl.trainer.fit import records_to_prompts
+
+    rec = Record(uid="f:3", index=3, data_source="digits", prompt=[{"role": "user", "content": "<image> which?"}],
+                 images=["x.png"], ground_truth="A", options={"A": "5", "B": "7"},
+                 extra={"digit": "5", "shift": "noise", "answer": "A"})
+    nt = records_to_prompts([rec]).non_tensor_batch
+    assert nt["extra"][0] == {"shift": "noise"} and nt["options"][0] == {"A": "5", "B": "7"}
+    assert nt["data_source"][0] == "digits" and nt["uid"][0] == "f:3"
+    assert "ground_truth" not in nt

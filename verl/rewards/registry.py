@@ -106,9 +106,19 @@ def load_custom_reward(spec: str) -> GroupRewardFn:
     return fn
 
 
-def without_labels(extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``extra`` minus every key that is (or may hold) the answer."""
-    return {k: v for k, v in (extra or {}).items() if k.lower() not in LABEL_KEYS}
+def without_labels(extra: Mapping[str, Any] | None, ground_truth: Any = None,
+                   options: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``extra`` minus every key that names the answer (:data:`LABEL_KEYS`) and, when the record's
+    ``ground_truth`` is given, every value that spells it (the label itself or its option's text, case-
+    and space-insensitive: a ``digit: 5`` field of a record whose answer is option ``A. 5`` goes too)."""
+    forms: set[str] = set()
+    if ground_truth is not None:
+        gt = str(ground_truth).strip()
+        forms = {gt.lower()}
+        if options and gt.upper() in options:
+            forms.add(str(options[gt.upper()]).strip().lower())
+    return {k: v for k, v in (extra or {}).items()
+            if k.lower() not in LABEL_KEYS and str(v).strip().lower() not in forms}
 
 
 def compute_group_rewards(reward: GroupReward, responses: Sequence[str], *, prompt: Any, uid: str,

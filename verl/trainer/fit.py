@@ -42,11 +42,11 @@ logger = logging.getLogger("verl.trainer")
 
 def records_to_prompts(records: list[Record]) -> DataProto:
     """Prompt batch for the workers: chat messages, image refs (paths/bytes), ids and the records'
-    non-label metadata (data source, options, ``extra`` minus answer keys); no labels."""
+    non-label metadata (data source, options, ``extra`` minus what spells the answer); no labels."""
     return prompt_batch([r.prompt for r in records], [r.images for r in records], [r.uid for r in records],
                         index=[r.index for r in records], data_source=[r.data_source for r in records],
                         options=[dict(r.options or {}) for r in records],
-                        extra=[without_labels(r.extra) for r in records])
+                        extra=[without_labels(r.extra, r.ground_truth, r.options) for r in records])
 
 
 class Trainer:
