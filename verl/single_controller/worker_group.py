@@ -24,26 +24,37 @@ logger = logging.getLogger("verl.single_controller")
 
 @dataclass(frozen=True)
 class ResourcePoolSpec:
-    """How many workers a pool holds and what each one reserves (CPUs, GPUs)."""
+    """How many workers a pool holds, what each one reserves (CPUs, GPUs) and over how many nodes."""
 
     n_workers: int
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
+    nnodes: int = 1
 
     def __post_init__(self) -> None:
         if self.n_workers < 1:
             raise ValueError(f"a resource pool needs at least one worker, got n_workers={self.n_workers}")
+        if self.nnodes < 1 or self.n_workers % self.nnodes:
+            raise ValueError(f"n_workers={self.n_workers} must be a multiple of nnodes={self.nnodes}")
+
+    @property
+    def strategy(self) -> str:
+        """Placement: PACK on one node; one worker per node (STRICT_SPREAD) or spread over several nodes."""
+        if self.nnodes == 1:
+            return "PACK"
+        return "STRICT_SPREAD" if self.n_workers == self.nnodes else "SPREAD"
 
 
 class ResourcePool:
-    """A Ray placement group with one bundle per worker (packed, spread over nodes when needed)."""
+    """A Ray placement group with one bundle per worker, placed with ``spec.strategy``."""
 
     def __init__(self, spec: ResourcePoolSpec, name: str = "global_pool", timeout_s: float = 120.0) -> None:
         self.spec = spec
         bundle: dict[str, float] = {"CPU": spec.num_cpus_per_worker}
         if spec.num_gpus_per_worker > 0:
             bundle["GPU"] = spec.num_gpus_per_worker
-        self.pg: PlacementGroup = placement_group([dict(bundle) for _ in range(spec.n_workers)], strategy="PACK", name=name)
+        self.pg: PlacementGroup = placement_group([dict(bundle) for _ in range(spec.n_workers)], strategy=spec.strategy,
+                                                 name=name)
         ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
         if not ready:
             raise RuntimeError(

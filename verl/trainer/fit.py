@@ -100,6 +100,7 @@ class Trainer:
                 n_workers=t.n_gpus_per_node * t.nnodes,
                 num_cpus_per_worker=1.0,
                 num_gpus_per_worker=1.0 if t.device == "cuda" else 0.0,
+                nnodes=t.nnodes,
             )
             self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs=init_kwargs,
                                      loopback=t.ray_address is None, log_dir=str(self.tracker.run_dir))
