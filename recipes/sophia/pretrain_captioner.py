@@ -121,9 +121,9 @@ def pretrain(a: argparse.Namespace) -> Path:
     init = out.with_name(out.name + "_init")
     torch.manual_seed(a.seed)
     build_tiny_vlm(a.arch, init, seed=a.seed)
-    cfg = actor_config(a.lr, weight_decay=0.01, micro_batch=a.batch_size, freeze_vision_tower=False,
-                       total_steps=a.steps, min_lr_ratio=0.1, warmup_steps=max(1, a.steps // 20))
-    actor = make_actor(str(init), cfg)
+    cfg = actor_config(a.lr, weight_decay=0.01, micro_batch=a.batch_size, total_steps=a.steps, min_lr_ratio=0.1,
+                       warmup_steps=max(1, a.steps // 20))
+    actor = make_actor(str(init), cfg, freeze_vision_tower=False)
     rows = caption_rows(load_records([data / "caption_train.json"]), a.caption_prompt)
     rng = np.random.default_rng(a.seed)
     cache: dict = {}

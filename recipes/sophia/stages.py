@@ -309,10 +309,10 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, tr
     steps_per_epoch = -(-len(rows) // u.batch_size)
     total = u.epochs * steps_per_epoch
     acfg = actor_config(u.lr, weight_decay=u.weight_decay, micro_batch=u.micro_batch, loss_agg_mode=u.loss_agg_mode,
-                        freeze_vision_tower=u.freeze_vision_tower, freeze_projector=u.freeze_projector,
                         total_steps=total, min_lr_ratio=u.min_lr_ratio, warmup_steps=u.warmup_steps)
     torch.manual_seed(u.seed)
-    actor = make_actor(cfg.caption.model_path, acfg)
+    actor = make_actor(cfg.caption.model_path, acfg, freeze_vision_tower=u.freeze_vision_tower,
+                       freeze_projector=u.freeze_projector)
     rng = np.random.default_rng(u.seed)
     cache: dict = {}
     step, losses = 0, []

@@ -13,11 +13,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
+from verl.config.schema import ActorConfig, ModelConfig, OptimConfig
 from verl.models.multimodal import build_prompt_inputs, pad_id_of
 from verl.protocol import DataProto
 
@@ -88,25 +88,21 @@ def ensure_process_group() -> None:
 
 
 def actor_config(lr: float, *, weight_decay: float = 0.05, micro_batch: int = 16, loss_agg_mode: str = "token-mean",
-                 freeze_vision_tower: bool = True, freeze_projector: bool = False, total_steps: int = -1,
-                 scheduler: str = "cosine", min_lr_ratio: float = 0.25, warmup_steps: int = 0,
-                 grad_clip: float = 1.0) -> SimpleNamespace:
-    """The ``FSDPActor`` config keys an SFT-only actor reads."""
-    optim = SimpleNamespace(lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, lr_warmup_steps=warmup_steps,
-                            lr_warmup_steps_ratio=0.0, warmup_style=scheduler, min_lr_ratio=min_lr_ratio,
-                            num_cycles=0.5, total_training_steps=total_steps)
-    return SimpleNamespace(ppo_micro_batch_size_per_gpu=micro_batch, log_prob_micro_batch_size_per_gpu=micro_batch,
-                           loss_agg_mode=loss_agg_mode, grad_clip=grad_clip, freeze_vision_tower=freeze_vision_tower,
-                           freeze_projector=freeze_projector, optim=optim, ppo_mini_batch_size=1, ppo_epochs=1,
-                           policy_loss="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0,
-                           use_kl_loss=False, kl_loss_coef=0.0, kl_loss_type="low_var_kl", entropy_coeff=0.0)
+                 total_steps: int = -1, scheduler: str = "cosine", min_lr_ratio: float = 0.25, warmup_steps: int = 0,
+                 grad_clip: float = 1.0) -> ActorConfig:
+    """The actor config of an SFT-only actor (at most ``micro_batch`` samples per micro-batch, no KL)."""
+    optim = OptimConfig(lr=lr, betas=[0.9, 0.999], weight_decay=weight_decay, lr_warmup_steps=warmup_steps,
+                        lr_scheduler_type=scheduler, min_lr_ratio=min_lr_ratio, total_training_steps=total_steps)
+    return ActorConfig(optim=optim, ppo_micro_batch_size_per_gpu=micro_batch, loss_agg_mode=loss_agg_mode,
+                       grad_clip=grad_clip, use_kl_loss=False, kl_loss_coef=0.0)
 
 
-def make_actor(model_path: str, cfg: SimpleNamespace) -> Any:
+def make_actor(model_path: str, cfg: ActorConfig, *, freeze_vision_tower: bool = True,
+               freeze_projector: bool = False) -> Any:
     """A world-size-1 ``FSDPActor`` on CPU (float32, no gradient checkpointing)."""
     from verl.workers.actor import FSDPActor
 
     ensure_process_group()
-    model_cfg = SimpleNamespace(path=str(model_path), trust_remote_code=False, enable_gradient_checkpointing=False,
-                                freeze_vision_tower=cfg.freeze_vision_tower, freeze_projector=cfg.freeze_projector)
+    model_cfg = ModelConfig(path=str(model_path), enable_gradient_checkpointing=False,
+                            freeze_vision_tower=freeze_vision_tower, freeze_projector=freeze_projector)
     return FSDPActor(model_cfg, cfg, device="cpu")

@@ -104,12 +104,10 @@ def test_derived_values():
     cfg = load_config(overrides=["data.max_response_length=77", "data.max_prompt_length=100",
                                  "trainer.project_name=p", "trainer.experiment_name=e",
                                  "actor_rollout_ref.rollout.n_votes=null", "actor_rollout_ref.rollout.n=6",
-                                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=3", "trainer.device=cpu"])
+                                 "trainer.device=cpu"])
     r = cfg.actor_rollout_ref.rollout
     assert r.max_new_tokens == 77 and r.max_model_len == 177 and r.n_votes == 6
     assert cfg.actor_rollout_ref.ref.enable is True
-    assert cfg.actor_rollout_ref.actor.log_prob_micro_batch_size_per_gpu == 3
-    assert cfg.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu == 3
     assert cfg.trainer.default_local_dir == str(Path("checkpoints") / "p" / "e")
     no_kl = load_config(overrides=["actor_rollout_ref.actor.use_kl_loss=false", "trainer.device=auto"])
     assert no_kl.actor_rollout_ref.ref.enable is False and no_kl.trainer.device in ("cpu", "cuda")

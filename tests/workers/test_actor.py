@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import socket
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+
+from verl.config.schema import ActorConfig, ModelConfig, OptimConfig
 
 ARCH = "qwen2_5_vl"
 
@@ -30,21 +31,15 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def actor_cfg(**over):
-    optim = SimpleNamespace(lr=over.pop("lr", 1e-3), betas=(0.9, 0.999), weight_decay=0.01, lr_warmup_steps=-1,
-                            lr_warmup_steps_ratio=0.0, warmup_style="constant", min_lr_ratio=0.0,
-                            total_training_steps=-1)
-    base = dict(ppo_mini_batch_size=2, ppo_micro_batch_size_per_gpu=2, log_prob_micro_batch_size_per_gpu=4,
-                ppo_epochs=1, policy_loss="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0,
-                loss_agg_mode="token-mean", use_kl_loss=True, kl_loss_coef=0.001, kl_loss_type="low_var_kl",
-                entropy_coeff=0.0, grad_clip=1.0, freeze_vision_tower=False, freeze_projector=False, optim=optim)
+def actor_cfg(**over) -> ActorConfig:
+    optim = OptimConfig(lr=over.pop("lr", 1e-3), weight_decay=0.01)
+    base = dict(ppo_mini_batch_size=2, use_kl_loss=True, kl_loss_coef=0.001, optim=optim)
     base.update(over)
-    return SimpleNamespace(**base)
+    return ActorConfig(**base)
 
 
-def model_cfg(path, **over):
-    return SimpleNamespace(path=str(path), trust_remote_code=False, enable_gradient_checkpointing=True,
-                           freeze_vision_tower=False, freeze_projector=False, **over)
+def model_cfg(path, **over) -> ModelConfig:
+    return ModelConfig(path=str(path), enable_gradient_checkpointing=True, **over)
 
 
 def make_data(model_path, n_prompts: int = 2, n: int = 2, R: int = 4, seed: int = 0):
@@ -131,7 +126,7 @@ def test_compute_log_prob_matches_plain_forward(pg, qpath):
 def test_update_moves_log_probs_and_respects_frozen_tower(pg, qpath):
     from verl.workers.actor import FSDPActor
 
-    actor = FSDPActor(model_cfg(qpath), actor_cfg(freeze_vision_tower=True), device="cpu")
+    actor = FSDPActor(model_cfg(qpath, freeze_vision_tower=True), actor_cfg(), device="cpu")
     data = _with_old(actor, make_data(qpath), torch.tensor([1.0, -1.0, 0.0, 0.0]))
     before = _params(actor)
     metrics = actor.update_policy(data)
@@ -163,6 +158,110 @@ def test_sft_step_raises_likelihood(pg, qpath):
     m = data.batch["response_mask"].float()
     assert np.isfinite(metrics["actor/sft_loss"])
     assert ((lp1 - lp0) * m)[:2].sum() > 0
+
+
+def _adv_data(qpath, adv):
+    data = make_data(qpath)
+    data.batch["advantages"] = torch.as_tensor(adv)[:, None] * data.batch["response_mask"]
+    return data
+
+
+def _update_grads(actor, data) -> tuple[dict[str, float], dict[str, torch.Tensor], list[list[int]]]:
+    """One update; returns (metrics, the clipped gradients the optimizer stepped with, rows of each forward)."""
+    grads: dict[str, torch.Tensor] = {}
+    forwards: list[list[int]] = []
+    step, fwd = actor.optimizer.step, actor._forward
+
+    def capture(*a, **k):
+        for name, p in actor.module.named_parameters():
+            if p.grad is not None:
+                g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+                grads[name] = g.clone()
+        return step(*a, **k)
+
+    def count(data_, rows, *a, **k):
+        forwards.append(list(rows))
+        return fwd(data_, rows, *a, **k)
+
+    actor.optimizer.step, actor._forward = capture, count
+    try:
+        metrics = actor.update_policy(data)
+    finally:
+        actor.optimizer.step, actor._forward = step, fwd
+    return metrics, grads, forwards
+
+
+def _assert_grads_close(a: dict, b: dict, rel: float) -> None:
+    assert a.keys() == b.keys() and a
+    for k in a:
+        err = (a[k] - b[k]).norm() / b[k].norm().clamp(min=1e-12)
+        assert err <= rel, (k, float(err))
+
+
+def test_on_policy_update_takes_old_log_probs_from_its_own_forward(pg, qpath):
+    from verl.workers.actor import FSDPActor, old_log_prob_in_update
+
+    cfg = actor_cfg(use_kl_loss=False)  # 2 prompts per mini-batch = the whole step
+    assert old_log_prob_in_update(cfg, prompts_per_step=2)
+    assert not old_log_prob_in_update(cfg, prompts_per_step=4)
+    assert not old_log_prob_in_update(actor_cfg(ppo_epochs=2), prompts_per_step=2)
+    adv = [1.0, -1.0, 0.5, -0.5]
+    a = FSDPActor(model_cfg(qpath), cfg, device="cpu")
+    sep = _adv_data(qpath, adv)
+    sep.batch["old_log_probs"] = a.compute_log_prob(sep)[0]
+    m_sep, g_sep, f_sep = _update_grads(a, sep)
+    b = FSDPActor(model_cfg(qpath), cfg, device="cpu")
+    m_fused, g_fused, f_fused = _update_grads(b, _adv_data(qpath, adv))
+    assert m_fused["actor/pg_loss"] == pytest.approx(m_sep["actor/pg_loss"], rel=1e-6, abs=1e-7)
+    assert m_fused["actor/pg_clipfrac"] == 0.0 and m_fused["actor/ppo_kl"] == 0.0
+    _assert_grads_close(g_fused, g_sep, 1e-5)
+    assert f_fused == f_sep == [[0, 1, 2, 3]]  # one forward: no separate old-log-prob pass needed
+    c = FSDPActor(model_cfg(qpath), actor_cfg(ppo_epochs=2, use_kl_loss=False), device="cpu")
+    with pytest.raises(KeyError, match="not exactly on-policy"):
+        c.update_policy(_adv_data(qpath, adv))
+
+
+def test_zero_advantage_groups_skip_forward_and_backward(pg, qpath):
+    from verl.workers.actor import FSDPActor
+
+    on = FSDPActor(model_cfg(qpath), actor_cfg(use_kl_loss=False), device="cpu")
+    off = FSDPActor(model_cfg(qpath), actor_cfg(use_kl_loss=False, skip_zero_adv_groups=False), device="cpu")
+    # no signal at all: no forward, and the optimizer still steps as with zero gradients present (decay)
+    before = _params(on)
+    m_on, g_on, f_on = _update_grads(on, _adv_data(qpath, [0.0] * 4))
+    m_off, g_off, f_off = _update_grads(off, _adv_data(qpath, [0.0] * 4))
+    assert f_on == [] and len(f_off) == 1 and m_on["actor/skipped_group_frac"] == 1.0
+    assert m_on["actor/grad_norm"] == 0.0 == m_off["actor/grad_norm"] and m_on["actor/pg_loss"] == 0.0
+    pa, pb = _params(on), _params(off)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa) and any(not torch.equal(pa[k], before[k]) for k in pa)
+    adv = [1.0, -1.0, 0.0, 0.0]  # prompt 1's votes all agreed
+    m_on, g_on, f_on = _update_grads(on, _adv_data(qpath, adv))
+    m_off, g_off, f_off = _update_grads(off, _adv_data(qpath, adv))
+    assert f_on == [[0, 1]] and f_off == [[0, 1, 2, 3]]
+    assert m_on["actor/skipped_group_frac"] == 0.5 and m_off["actor/skipped_group_frac"] == 0.0
+    # the skipped rows' tokens stay in the token-mean normalizer: same loss, same gradient
+    assert m_on["actor/pg_loss"] == pytest.approx(m_off["actor/pg_loss"], rel=1e-6)
+    _assert_grads_close(g_on, g_off, 1e-5)
+
+
+@pytest.mark.parametrize("over", [{"share_prompt": False}, {"ppo_max_token_len_per_gpu": 1,
+                                                             "log_prob_max_token_len_per_gpu": 1}])
+def test_same_numbers_per_sample_and_with_small_token_budget(pg, qpath, over):
+    """Prompt sharing and the micro-batch split change the cost, not the numbers."""
+    from verl.workers.actor import FSDPActor
+
+    adv = [1.0, -1.0, 0.5, -0.5]
+    base = FSDPActor(model_cfg(qpath), actor_cfg(), device="cpu")
+    other = FSDPActor(model_cfg(qpath), actor_cfg(**over), device="cpu")
+    d0, d1 = _with_old(base, make_data(qpath), torch.tensor(adv)), _with_old(other, make_data(qpath), torch.tensor(adv))
+    m = d0.batch["response_mask"].bool()
+    assert (d0.batch["old_log_probs"] - d1.batch["old_log_probs"]).abs()[m].max() <= 1e-5
+    m0, g0, f0 = _update_grads(base, d0)
+    m1, g1, f1 = _update_grads(other, d1)
+    assert m1["actor/pg_loss"] == pytest.approx(m0["actor/pg_loss"], rel=1e-5, abs=1e-7)
+    _assert_grads_close(g1, g0, 1e-4)
+    assert f0 == [[0, 1, 2, 3]]
+    assert f1 == ([[0, 1, 2, 3]] if "share_prompt" in over else [[0], [1], [2], [3]])
 
 
 def test_checkpoint_roundtrip_and_export(pg, qpath, tmp_path):
@@ -207,17 +306,17 @@ def test_checkpoint_roundtrip_and_export(pg, qpath, tmp_path):
 
 
 def test_reference_policy_is_frozen(pg, qpath):
-    from verl.workers.actor import FSDPActor, ReferencePolicy
+    from verl.workers.actor import FSDPActor
 
-    ref = ReferencePolicy(model_cfg(qpath), actor_cfg(), device="cpu")
+    ref = FSDPActor(model_cfg(qpath), actor_cfg(), device="cpu", role="ref")
     assert ref.optimizer is None and not any(p.requires_grad for p in ref.module.parameters())
     with pytest.raises(RuntimeError, match="reference"):
         ref.update_policy(make_data(qpath))
-    assert isinstance(ref, FSDPActor)
 
 
 # ---------------------------------------------------------------- world size 2 == world size 1
-_WS_CFG = dict(ppo_mini_batch_size=2, ppo_micro_batch_size_per_gpu=1, ppo_epochs=2)
+# one sample per micro-batch; seq-mean-token-mean: the mean over ranks of the per-rank means is the global mean
+_WS_CFG = dict(ppo_mini_batch_size=2, ppo_micro_batch_size_per_gpu=1, ppo_epochs=2, loss_agg_mode="seq-mean-token-mean")
 _WS_ADV = [1.0, -1.0, 0.5, -0.5]
 
 

@@ -208,8 +208,8 @@ def finalize(cfg: RLConfig) -> RLConfig:
     _positive(cfg, "data.max_prompt_length", "data.max_response_length", "data.train_batch_size",
               "data.val_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size",
               "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor_rollout_ref.actor.ppo_epochs",
-              "actor_rollout_ref.actor.log_prob_micro_batch_size_per_gpu",
-              "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", "actor_rollout_ref.rollout.n",
+              "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+              "actor_rollout_ref.actor.log_prob_max_token_len_per_gpu", "actor_rollout_ref.rollout.n",
               "actor_rollout_ref.rollout.n_votes", "actor_rollout_ref.rollout.max_new_tokens",
               "actor_rollout_ref.rollout.tensor_parallel_size", "actor_rollout_ref.rollout.val_sample_n",
               "actor_rollout_ref.rollout.val_kwargs.n", "trainer.total_epochs", "trainer.total_training_steps",
@@ -248,16 +248,12 @@ def finalize(cfg: RLConfig) -> RLConfig:
     if rollout.max_model_len is None:
         rollout.max_model_len = d.max_prompt_length + rollout.max_new_tokens
 
-    # reference policy and micro-batches
+    # reference policy
     if arr.ref.enable is None:
         arr.ref.enable = actor.use_kl_loss
     elif actor.use_kl_loss and not arr.ref.enable:
         raise ConfigError("actor_rollout_ref.actor.use_kl_loss=true needs the reference policy, "
                           "but actor_rollout_ref.ref.enable=false")
-    if actor.log_prob_micro_batch_size_per_gpu is None:
-        actor.log_prob_micro_batch_size_per_gpu = actor.ppo_micro_batch_size_per_gpu
-    if arr.ref.log_prob_micro_batch_size_per_gpu is None:
-        arr.ref.log_prob_micro_batch_size_per_gpu = actor.log_prob_micro_batch_size_per_gpu
 
     # reward
     spec = cfg.reward.custom_reward_function

@@ -76,7 +76,11 @@ class ActorConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     grad_clip: float = 1.0
     ppo_mini_batch_size: int = 1  # prompts per optimizer step (x rollout.n samples)
-    ppo_micro_batch_size_per_gpu: int = 4  # samples per forward/backward
+    ppo_max_token_len_per_gpu: int = 16384  # tokens per update forward/backward (a shared prompt counted once)
+    log_prob_max_token_len_per_gpu: int = 16384  # tokens per old / reference log-prob forward
+    ppo_micro_batch_size_per_gpu: int | None = None  # optional cap on samples per micro-batch (None: tokens only)
+    share_prompt: bool = True  # a prompt's samples read one prompt pass (False: one per sample; same numbers)
+    skip_zero_adv_groups: bool = True  # groups with all-zero advantages skip forward/backward in the update
     ppo_epochs: int = 1
     policy_loss: str = "vanilla"  # registry key of verl.algos.policy_loss (vanilla | nll)
     clip_ratio_low: float = 0.2
@@ -88,7 +92,6 @@ class ActorConfig:
     kl_loss_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
-    log_prob_micro_batch_size_per_gpu: int | None = None  # None -> ppo_micro_batch_size_per_gpu
 
 
 @dataclass
@@ -123,8 +126,7 @@ class RolloutConfig:
 
 @dataclass
 class RefConfig:
-    enable: bool | None = None  # None -> actor.use_kl_loss
-    log_prob_micro_batch_size_per_gpu: int | None = None  # None -> actor's
+    enable: bool | None = None  # None -> actor.use_kl_loss (reads the actor's log_prob_max_token_len_per_gpu)
 
 
 @dataclass

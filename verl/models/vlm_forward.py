@@ -1,14 +1,22 @@
-"""Model-family adapter: per-token log-probs of response tokens with image features computed once per prompt.
+"""Model-family adapter: per-token log-probs of response tokens, one pass per prompt and one image encoding.
 
-A rollout batch holds ``n`` samples per prompt, all sharing the same image(s). A plain forward with
-``pixel_values`` repeated per sample would run the vision tower ``n`` times on identical pixels. Here the
-images of each *unique* prompt of a micro-batch are encoded once (one vision-tower call for the whole
-micro-batch), the features are expanded to every sample with an index gather (so with a trainable tower
-the gradients of all samples accumulate into the one encoding; with a frozen tower the encoding runs
-under ``torch.no_grad``) and scattered into the language model's ``inputs_embeds``.
+A rollout batch holds ``n`` samples per prompt, all sharing the same prompt and image(s). Here, per
+micro-batch:
+
+- the images of each *unique* prompt are encoded once (one vision-tower call for the micro-batch; with a
+  frozen tower under ``torch.no_grad``) and written into that prompt's placeholder embeddings;
+- each unique prompt passes through the language model once, its ``n`` responses packed behind it in one
+  row ``[prompt | r1 | ... | rn]`` and reading the prompt's keys/values through the shared-prompt
+  attention of :mod:`verl.models.shared_prompt`; in training the gradients of all ``n`` responses
+  accumulate into the one prompt pass (and the one image encoding);
+- only the logits that predict response tokens are computed.
+
+The padding common to the micro-batch (left of the prompts, right of the responses) is cut first, so a
+micro-batch costs its longest prompt + its longest responses, not the global padded widths.
 
 Position ids match what generation used for left-padded prompts: Qwen2-VL / Qwen2.5-VL use 3D mrope
-positions from the model's own ``get_rope_index`` (attention-mask aware), InternVL plain 1D positions
+positions from the model's own ``get_rope_index`` (attention-mask aware) for the prompt, and response
+token ``j`` sits at ``max prompt position + 1 + j`` on all three axes; InternVL uses plain 1D positions
 ``cumsum(attention_mask) - 1``.
 
 Supported families (``config.model_type``): ``qwen2_vl``, ``qwen2_5_vl``, ``internvl``.
@@ -21,6 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from verl.models.shared_prompt import SharedPromptMask, enable_shared_prompt_attention
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 SUPPORTED_FAMILIES = (*QWEN_FAMILIES, "internvl")
@@ -138,6 +148,76 @@ def build_position_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask
     return pos.masked_fill(attention_mask == 0, 0)
 
 
+def language_model(model: nn.Module) -> nn.Module:
+    """The decoder stack (``*TextModel`` / ``Qwen2Model``) inside a supported VLM."""
+    model_family(model)
+    return _inner(model).language_model
+
+
+def _groups(pidx: list[int], prompt_ids: torch.Tensor, prompt_att: torch.Tensor, share_prompt: bool) -> list[list[int]]:
+    """Rows sharing one prompt pass: all rows of a prompt index (``share_prompt``), else one row each."""
+    if not share_prompt:
+        return [[r] for r in range(len(pidx))]
+    by: dict[int, list[int]] = {}
+    for r, p in enumerate(pidx):
+        by.setdefault(p, []).append(r)
+    groups = list(by.values())
+    for rows in groups:
+        if len(rows) > 1:
+            ids, att = prompt_ids[rows], prompt_att[rows]
+            same = (ids == ids[:1]).all(-1) & (att == att[:1]).all(-1)
+            if not bool(same.all()):
+                bad = [rows[i] for i in (~same).nonzero().flatten().tolist()]
+                raise ValueError(f"rows {bad[:5]} and row {rows[0]} have prompt index {pidx[rows[0]]} but different "
+                                 f"prompt tokens; rows of one prompt must carry the same (padded) prompt")
+    return groups
+
+
+def _with_image_features(model: nn.Module, embeds: torch.Tensor, image_mask: torch.Tensor,
+                         image_inputs_per_prompt: Sequence[Mapping[str, Any] | None], gp: list[int],
+                         reps: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode the images of the used prompts once (one tower call) and write them into the placeholders.
+
+    ``gp[u]`` is packed row ``u``'s prompt index, ``reps[u]`` its first batch row (for error messages).
+    Returns ``(embeds, image_grid_thw of the rows' images or None)``.
+    """
+    used = sorted(set(gp))
+    pixels, grid_all, grid_rows = _collate_unique(image_inputs_per_prompt, used)
+    if pixels is None:
+        if bool(image_mask.any()):
+            rows = [reps[u] for u in image_mask.any(-1).nonzero().flatten().tolist()]
+            raise ValueError(f"rows {rows[:5]} have image placeholder tokens but their prompts have no images")
+        return embeds, None
+    device = embeds.device
+    with torch.set_grad_enabled(torch.is_grad_enabled() and vision_requires_grad(model)):
+        feats = encode_images(model, pixels.to(device), None if grid_all is None else grid_all.to(device))
+    n_px = int(pixels.shape[0])
+    offsets, start = {}, 0
+    for p in used:
+        n_tok = _tokens_per_prompt(model, image_inputs_per_prompt[p], int(feats.shape[0]), n_px)
+        offsets[p] = (start, n_tok)
+        start += n_tok
+    if start != feats.shape[0]:
+        raise RuntimeError(f"image features: expected {start} rows from the grids, the encoder gave {feats.shape[0]}")
+    n_tokens = image_mask.sum(-1).tolist()
+    index: list[int] = []
+    for u, p in enumerate(gp):
+        s, n = offsets[p]
+        if n_tokens[u] != n:
+            raise ValueError(
+                f"row {reps[u]} (prompt {p}): {n_tokens[u]} image placeholder token(s) in the prompt but "
+                f"{n} image feature row(s); image features and image tokens do not match"
+            )
+        index.extend(range(s, s + n))
+    expanded = feats.index_select(0, torch.tensor(index, dtype=torch.long, device=feats.device))
+    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), expanded.to(embeds.dtype))
+    grid = None
+    if grid_all is not None:
+        rows = [grid_rows[p] for p in gp if grid_rows[p] is not None]
+        grid = torch.cat(rows, dim=0).to(device) if rows else None
+    return embeds, grid
+
+
 def response_log_probs(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -148,6 +228,7 @@ def response_log_probs(
     temperature: float = 1.0,
     calc_entropy: bool = False,
     entropy_grad: bool = True,
+    share_prompt: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropy) of the last ``responses_len`` tokens of each row.
 
@@ -158,13 +239,16 @@ def response_log_probs(
         responses_len: ``R``.
         image_inputs_per_prompt: per unique prompt, the processor's image tensors (``pixel_values``,
             ``image_grid_thw`` for Qwen) or ``None`` for a text-only prompt.
-        prompt_index: ``[b]``, row -> index into ``image_inputs_per_prompt``.
+        prompt_index: ``[b]``, row -> index into ``image_inputs_per_prompt``; rows with the same index must
+            carry the same prompt tokens.
         temperature: logits are divided by it (as in sampling).
         calc_entropy: also return the entropy of the (tempered) next-token distribution.
         entropy_grad: build the entropy's autograd graph (set False when it is only a metric).
+        share_prompt: the rows of a prompt read one prompt pass (default); ``False`` gives every row its own
+            prompt pass (same numbers, the cost of a per-sample forward; for comparisons).
 
     Returns:
-        ``(log_probs [b, R], entropy [b, R] or None)`` in float32.
+        ``(log_probs [b, R], entropy [b, R] or None)`` in float32; 0 after the micro-batch's longest response.
     """
     b, seq_len = input_ids.shape
     R = int(responses_len)
@@ -177,66 +261,75 @@ def response_log_probs(
     bad = [i for i, p in enumerate(pidx) if not 0 <= p < n_prompts]
     if bad:
         raise ValueError(f"prompt_index of rows {bad[:5]} out of range for {n_prompts} prompt image input(s)")
-    device = input_ids.device
-    used = sorted(set(pidx))
+    device, P = input_ids.device, seq_len - R
+    prompt_ids, prompt_att = input_ids[:, :P], attention_mask[:, :P]
+    resp_ids, resp_att = input_ids[:, P:], attention_mask[:, P:]
 
-    # 1. Encode the images of every used prompt once (one tower call for the whole micro-batch).
-    pixels, grid_all, grid_rows = _collate_unique(image_inputs_per_prompt, used)
-    prompt_region = torch.zeros_like(input_ids, dtype=torch.bool)
-    prompt_region[:, : seq_len - R] = True
-    image_mask = (input_ids == image_token_id(model)) & prompt_region
+    # 1. Packed rows: one per group, [prompt | S slots]; trim the padding common to the whole micro-batch.
+    groups = _groups(pidx, prompt_ids, prompt_att, share_prompt)
+    U, S = len(groups), max(len(g) for g in groups)
+    reps = [g[0] for g in groups]
+    gp = [pidx[r] for r in reps]
+    u_att = prompt_att[reps]
+    empty = (u_att.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"rows {[reps[u] for u in empty][:5]} have an empty prompt (attention mask all 0)")
+    left = int(u_att.any(0).nonzero()[0])
+    u_ids, u_att = prompt_ids[reps, left:], u_att[:, left:]
+    valid_cols = resp_att.any(0).nonzero()
+    Tv = int(valid_cols[-1]) + 1 if len(valid_cols) else 1  # response tokens scored
+    T = Tv - 1  # slot tokens: the last scored token is never an input
+    row_u, row_s = [0] * b, [0] * b
+    for u, rows in enumerate(groups):
+        for s, r in enumerate(rows):
+            row_u[r], row_s[r] = u, s
+    row_u_t = torch.tensor(row_u, dtype=torch.long, device=device)
+    row_s_t = torch.tensor(row_s, dtype=torch.long, device=device)
+
+    # 2. Prompt embeddings with the image features (each used prompt's images encoded once).
+    image_mask = u_ids == image_token_id(model)
     embed = model.get_input_embeddings()
-    inputs_embeds = embed(input_ids)
-    grid_per_sample = None
-    if pixels is not None:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and vision_requires_grad(model)):
-            feats = encode_images(model, pixels.to(device), None if grid_all is None else grid_all.to(device))
-        # 2. Row offsets of each prompt's features, then one gather that expands them to all samples.
-        n_px = int(pixels.shape[0])
-        offsets, start = {}, 0
-        for p in used:
-            n_tok = _tokens_per_prompt(model, image_inputs_per_prompt[p], int(feats.shape[0]), n_px)
-            offsets[p] = (start, n_tok)
-            start += n_tok
-        if start != feats.shape[0]:
-            raise RuntimeError(f"image features: expected {start} rows from the grids, the encoder gave {feats.shape[0]}")
-        n_tokens = image_mask.sum(-1).tolist()
-        index = []
-        for row, p in enumerate(pidx):
-            s, n = offsets[p]
-            if n_tokens[row] != n:
-                raise ValueError(
-                    f"row {row} (prompt {p}): {n_tokens[row]} image placeholder token(s) in the prompt but "
-                    f"{n} image feature row(s); image features and image tokens do not match"
-                )
-            index.extend(range(s, s + n))
-        expanded = feats.index_select(0, torch.tensor(index, dtype=torch.long, device=feats.device))
-        inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), expanded.to(inputs_embeds.dtype))
-        if grid_all is not None:
-            rows = [grid_rows[p] for p in pidx if grid_rows[p] is not None]
-            grid_per_sample = torch.cat(rows, dim=0).to(device) if rows else None
-    elif bool(image_mask.any()):
-        rows = image_mask.any(-1).nonzero().flatten().tolist()
-        raise ValueError(f"rows {rows[:5]} have image placeholder tokens but their prompts have no images")
+    prompt_embeds, grid_rows = _with_image_features(model, embed(u_ids), image_mask, image_inputs_per_prompt,
+                                                    gp, reps)
+    slot_ids = torch.zeros(U, S, T, dtype=input_ids.dtype, device=device)
+    slot_ids[row_u_t, row_s_t] = resp_ids[:, :T]
+    inputs_embeds = torch.cat([prompt_embeds, embed(slot_ids.view(U, S * T))], dim=1)
 
-    # 3. Language model + lm_head on inputs_embeds, logits only for the positions that predict responses.
-    position_ids = build_position_ids(model, input_ids, attention_mask, image_mask, grid_per_sample)
+    # 3. Positions: the prompt's as generation computed them; each slot continues from the prompt's last one.
+    pos_p = build_position_ids(model, u_ids, u_att, image_mask, grid_rows)
+    slot_off = torch.arange(T, device=device).repeat(S)[None]
+    if pos_p.dim() == 3:  # mrope [3, U, Lp]: text after the prompt is max + 1 + j on all three axes
+        slot_pos = pos_p.amax(dim=(0, 2))[:, None] + 1 + slot_off
+        position_ids = torch.cat([pos_p, slot_pos[None].expand(3, -1, -1)], dim=-1)
+    else:
+        slot_pos = pos_p.amax(dim=-1)[:, None] + 1 + slot_off
+        position_ids = torch.cat([pos_p, slot_pos], dim=-1)
+
+    # 4. Language model + lm_head on [last prompt position | slots]: logits [U, 1 + S*T, V].
+    enable_shared_prompt_attention(language_model(model))
+    layout = SharedPromptMask.build(u_att, S, T)
     out = model(
         inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
+        attention_mask={"full_attention": layout, "sliding_attention": layout},
         position_ids=position_ids,
         use_cache=False,
-        logits_to_keep=R + 1,
+        logits_to_keep=S * T + 1,
     )
-    logits = out.logits[:, :-1, :].float()
+    logits = out.logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    targets = input_ids[:, -R:]
-    log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    # row r, response token j is predicted at kept position 0 (j = 0) or 1 + s*T + j - 1
+    j = torch.arange(Tv, device=device)[None]
+    kidx = torch.where(j == 0, 0, row_s_t[:, None] * T + j)
+    uidx = row_u_t[:, None].expand(b, Tv)
+    targets = resp_ids[:, :Tv]
+    lse = torch.logsumexp(logits, dim=-1)
+    log_probs = logits[uidx, kidx, targets] - lse[uidx, kidx]
+    log_probs = nn.functional.pad(log_probs, (0, R - Tv))
     entropy = None
     if calc_entropy:
         from verl.algos.utils import entropy_from_logits
 
         with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = entropy_from_logits(logits)
+            entropy = nn.functional.pad(entropy_from_logits(logits)[uidx, kidx], (0, R - Tv))
     return log_probs, entropy

@@ -34,6 +34,7 @@ from verl.trainer.predictions import validation_rows, write_jsonl
 from verl.trainer.reward_check import reward_composition_warnings
 from verl.utils.seed import rng_state, set_rng_state
 from verl.utils.timer import timed
+from verl.workers.actor import old_log_prob_in_update
 from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.generate import generate, prompt_batch, sampling_meta
 
@@ -169,8 +170,9 @@ class Trainer:
                 method_metrics = self.method.metrics(batch, self._labels)  # all votes; labels only reported
                 votes = M.votes_of(batch, self.config.reward.invalid_votes) if self.guard is not None else []
                 batch = batch[self.method.train_rows(batch, self.global_step)]
-            with timed("old_log_prob", timing):
-                batch = batch.union(self.wg.compute_log_prob(batch))
+            if not old_log_prob_in_update(self.config.actor_rollout_ref.actor, self.config.data.train_batch_size):
+                with timed("old_log_prob", timing):  # else the on-policy update takes them from its own forward
+                    batch = batch.union(self.wg.compute_log_prob(batch))
             if self.config.actor_rollout_ref.ref.enable:
                 with timed("ref", timing):
                     batch = batch.union(self.wg.compute_ref_log_prob(batch))

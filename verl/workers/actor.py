@@ -3,15 +3,22 @@
 No Ray here: an ``FSDPActor`` lives in whatever process the caller set up, with ``torch.distributed``
 already initialised (gloo on CPU, nccl on CUDA; world size 1 works). The HF model is wrapped in a small
 root module whose ``forward`` runs the whole micro-batch computation (image encoding once per unique
-prompt + language model, :mod:`verl.models.vlm_forward`), so FSDP2's root hooks cover every parameter.
-Pixel tensors are built here from the ``images`` column, once per unique prompt (``uid``) per call.
+prompt, one language-model pass per unique prompt shared by its samples; :mod:`verl.models.vlm_forward`),
+so FSDP2's root hooks cover every parameter. Pixel tensors are built here from the ``images`` column,
+once per unique prompt (``uid``) per call.
 
-Config keys read (``actor``): ppo_mini_batch_size (prompts), ppo_micro_batch_size_per_gpu,
-log_prob_micro_batch_size_per_gpu, ppo_epochs, policy_loss ("vanilla" | "nll" | ...), clip_ratio_low,
-clip_ratio_high, clip_ratio_c, loss_agg_mode, use_kl_loss, kl_loss_coef, kl_loss_type, entropy_coeff,
-grad_clip, freeze_vision_tower, freeze_projector, optim.{lr, betas, weight_decay, lr_warmup_steps,
-lr_warmup_steps_ratio, warmup_style|lr_scheduler_type, min_lr_ratio, num_cycles, total_training_steps}.
-(``model``): path, trust_remote_code, enable_gradient_checkpointing, freeze_vision_tower, freeze_projector.
+Micro-batches are sized by tokens (``ppo_max_token_len_per_gpu`` / ``log_prob_max_token_len_per_gpu``,
+a shared prompt counted once; :mod:`verl.workers.micro_batch`); every rank runs the same number of
+micro-batches (FSDP's collectives), padding with a zero-weight one where it has fewer.
+
+In the update, groups whose advantages are all zero (every vote agreed) skip forward and backward
+(``skip_zero_adv_groups``): their policy-gradient contribution is exactly zero and the loss keeps the
+normalization it has with them present. Their KL-loss / entropy-bonus terms are dropped with them (with
+the default KL coefficient 0.001 a small approximation). When the update is exactly on-policy (one
+epoch, one mini-batch; :func:`old_log_prob_in_update`) and the batch has no ``old_log_probs``, they are
+the update's own forward, detached.
+
+Config: :class:`~verl.config.schema.ModelConfig` and :class:`~verl.config.schema.ActorConfig`.
 """
 
 from __future__ import annotations
@@ -27,19 +34,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
 from verl.workers.fsdp_utils import (
     apply_fsdp2,
-    cfg_get,
     freeze_vision,
     iter_full_tensors,
     lr_lambda_factory,
     np_rng_from_tensors,
     np_rng_to_tensors,
 )
+from verl.workers.micro_batch import token_micro_batches
 
 logger = logging.getLogger("verl.workers.actor")
 _PREFIX = "hf."
+
+
+def old_log_prob_in_update(actor: ActorConfig, prompts_per_step: int) -> bool:
+    """True when the update is exactly on-policy (``ppo_epochs`` 1, one mini-batch per step): the trainer
+    then skips the separate old-log-prob pass and the update takes them from its own forward."""
+    return actor.ppo_epochs == 1 and actor.ppo_mini_batch_size >= prompts_per_step
 
 
 class _PolicyModule(nn.Module):
@@ -50,10 +64,10 @@ class _PolicyModule(nn.Module):
         self.hf = hf
 
     def forward(self, input_ids, attention_mask, responses_len, image_inputs, prompt_index,
-                temperature=1.0, calc_entropy=False, entropy_grad=True):
+                temperature=1.0, calc_entropy=False, entropy_grad=True, share_prompt=True):
         return response_log_probs(self.hf, input_ids, attention_mask, responses_len, image_inputs,
                                   prompt_index, temperature=temperature, calc_entropy=calc_entropy,
-                                  entropy_grad=entropy_grad)
+                                  entropy_grad=entropy_grad, share_prompt=share_prompt)
 
 
 def _column(data, key: str, where: str):
@@ -65,38 +79,46 @@ def _column(data, key: str, where: str):
                    f"non-tensors: {sorted(data.non_tensor_batch)})")
 
 
+def _agg_share(mode: str, mask: torch.Tensor) -> float:
+    """What a set of rows adds to the normalizer of ``agg_loss(mode)`` (tokens, rows, or 1 for seq-sum)."""
+    if mode == "token-mean":
+        return float(mask.sum())
+    if mode == "seq-sum":
+        return 1.0
+    return float(mask.shape[0])
+
+
 class FSDPActor:
     """Policy (``role="actor"``, with optimizer) or frozen reference policy (``role="ref"``)."""
 
-    def __init__(self, model_config: Any, actor_config: Any, device: str = "cpu", role: str = "actor",
-                 model_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, model_config: ModelConfig | str | os.PathLike, actor_config: ActorConfig | None,
+                 device: str = "cpu", role: str = "actor") -> None:
         import torch.distributed as dist
 
         from verl.models.load import load_vlm
 
         if role not in ("actor", "ref"):
             raise ValueError(f"role must be 'actor' or 'ref', got {role!r}")
-        if isinstance(model_config, str | os.PathLike):
-            model_path, model_config = model_config, None
-        self.model_path = str(model_path or cfg_get(model_config, "path"))
-        self.cfg, self.model_cfg, self.role = actor_config, model_config, role
+        if isinstance(model_config, str | os.PathLike):  # a bare model folder (export, tools)
+            model_config = ModelConfig(path=str(model_config))
+        self.cfg = actor_config if actor_config is not None else ActorConfig()
+        self.model_cfg, self.role = model_config, role
+        self.model_path = str(model_config.path)
         self.device = torch.device(device if device != "cuda" else f"cuda:{torch.cuda.current_device()}")
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         load_kwargs: dict[str, Any] = {"dtype": torch.float32, "device": str(self.device)}
-        if cfg_get(model_config, "trust_remote_code", False):
+        if model_config.trust_remote_code:
             load_kwargs["trust_remote_code"] = True
         hf, self.processor = load_vlm(self.model_path, **load_kwargs)
         self.hf = hf
         if role == "ref":
             hf.requires_grad_(False)
         else:
-            ft = bool(cfg_get(actor_config, "freeze_vision_tower", cfg_get(model_config, "freeze_vision_tower", False)))
-            fp = bool(cfg_get(actor_config, "freeze_projector", cfg_get(model_config, "freeze_projector", False)))
-            if ft or fp:
-                frozen = freeze_vision(hf, ft, fp)
+            if model_config.freeze_vision_tower or model_config.freeze_projector:
+                frozen = freeze_vision(hf, model_config.freeze_vision_tower, model_config.freeze_projector)
                 logger.info("froze %d vision parameter tensors", len(frozen))
-            if cfg_get(model_config, "enable_gradient_checkpointing", False):
+            if model_config.enable_gradient_checkpointing:
                 hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         hf.config.use_cache = False
         self.module = apply_fsdp2(_PolicyModule(hf), hf, str(self.device))
@@ -106,32 +128,36 @@ class FSDPActor:
 
     # ------------------------------------------------------------------ setup
     def _build_optimizer(self) -> None:
-        optim = cfg_get(self.cfg, "optim", None)
+        optim = self.cfg.optim
         params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=float(cfg_get(optim, "lr", 1e-6)), betas=tuple(cfg_get(optim, "betas", (0.9, 0.999))),
-            weight_decay=float(cfg_get(optim, "weight_decay", 0.01)))
-        total = int(cfg_get(optim, "total_training_steps", -1) or -1)
-        warmup = int(cfg_get(optim, "lr_warmup_steps", -1) or -1)
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas),
+                                           weight_decay=optim.weight_decay)
+        total = optim.total_training_steps
+        warmup = optim.lr_warmup_steps
         if warmup < 0:
-            warmup = int(float(cfg_get(optim, "lr_warmup_steps_ratio", 0.0)) * max(total, 0))
-        style = cfg_get(optim, "warmup_style", None) or cfg_get(optim, "lr_scheduler_type", "constant")
-        fn = lr_lambda_factory(str(style), warmup, total, float(cfg_get(optim, "min_lr_ratio", 0.0) or 0.0),
-                               float(cfg_get(optim, "num_cycles", 0.5)))
+            warmup = int(optim.lr_warmup_steps_ratio * max(total, 0))
+        fn = lr_lambda_factory(optim.lr_scheduler_type, warmup, total, optim.min_lr_ratio, optim.num_cycles)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, fn)
 
     # ------------------------------------------------------------------ forward
+    @staticmethod
+    def _prompt_keys(data) -> list:
+        """Per row, the key of its prompt: ``uid`` (else ``prompt_index``, else the row itself)."""
+        ntb = data.non_tensor_batch
+        uids = ntb.get("uid")
+        if uids is None:
+            uids = ntb.get("prompt_index")
+        return [f"row{r}" for r in range(len(data))] if uids is None else list(uids)
+
     def _image_inputs(self, data, rows: list[int], cache: dict) -> tuple[list, list[int]]:
         """Image tensors once per unique prompt among ``rows`` (keyed by uid; cached in ``cache``)."""
         from verl.models.multimodal import build_prompt_inputs
 
         ntb = data.non_tensor_batch
-        uids = ntb.get("uid")
-        if uids is None:
-            uids = ntb.get("prompt_index")
+        pkeys = self._prompt_keys(data)
         keys, index, inputs = {}, [], []
         for r in rows:
-            key = uids[r] if uids is not None else f"row{r}"
+            key = pkeys[r]
             if key not in keys:
                 if key not in cache:
                     images = ntb["images"][r] if "images" in ntb else None
@@ -158,21 +184,41 @@ class FSDPActor:
         image_inputs, pidx = self._image_inputs(data, rows, cache)
         temperature = float(data.meta_info.get("temperature", 1.0) or 1.0)
         return self.module(input_ids, attn, R, image_inputs, pidx, temperature=temperature,
-                           calc_entropy=calc_entropy, entropy_grad=entropy_grad)
+                           calc_entropy=calc_entropy, entropy_grad=entropy_grad, share_prompt=self.cfg.share_prompt)
+
+    def _micro_batches(self, data, rows: list[int], max_tokens: int) -> list[list[int]]:
+        """Token-budget micro-batches of ``rows``, the same count on every rank (a zero-weight ``None``
+        entry pads a rank that has fewer)."""
+        import torch.distributed as dist
+
+        attn = _column(data, "attention_mask", "actor")
+        R = int(_column(data, "responses", "actor").shape[1])
+        plen = attn[:, :-R].sum(-1).tolist()
+        rlen = attn[:, -R:].sum(-1).tolist()
+        mbs: list = token_micro_batches(rows, self._prompt_keys(data), plen, rlen, max_tokens,
+                                        self.cfg.ppo_micro_batch_size_per_gpu, self.cfg.share_prompt)
+        if self.world_size > 1:
+            k = torch.tensor([len(mbs)], dtype=torch.long)
+            dist.all_reduce(k, op=dist.ReduceOp.MAX)
+            mbs += [None] * (int(k) - len(mbs))
+        return mbs
 
     @torch.no_grad()
     def compute_log_prob(self, data, calc_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs ``[N, R]`` (and entropy) of ``responses`` under the current weights (CPU float32)."""
-        mb = int(cfg_get(self.cfg, "log_prob_micro_batch_size_per_gpu", None)
-                 or cfg_get(self.cfg, "ppo_micro_batch_size_per_gpu", 8))
         self.module.eval()
-        n, cache, lps, ents = len(data), {}, [], []
-        for s in range(0, n, mb):
-            lp, ent = self._forward(data, list(range(s, min(n, s + mb))), cache, calc_entropy)
-            lps.append(lp.float().cpu())
-            if ent is not None:
-                ents.append(ent.float().cpu())
-        return torch.cat(lps), (torch.cat(ents) if calc_entropy else None)
+        n = len(data)
+        R = int(_column(data, "responses", "actor").shape[1])
+        lps, ents = torch.zeros(n, R), (torch.zeros(n, R) if calc_entropy else None)
+        cache: dict = {}
+        for rows in self._micro_batches(data, list(range(n)), self.cfg.log_prob_max_token_len_per_gpu):
+            lp, ent = self._forward(data, rows or [0], cache, calc_entropy)
+            if rows is None:  # keeps this rank in step with the others
+                continue
+            lps[rows] = lp.float().cpu()
+            if calc_entropy:
+                ents[rows] = ent.float().cpu()
+        return lps, ents
 
     # ------------------------------------------------------------------ update
     def _samples_per_prompt(self, data) -> int:
@@ -196,9 +242,15 @@ class FSDPActor:
         return max(1, round(sum(total.values()) / len(total)))
 
     def _step(self) -> float:
-        """Clip, then step unless the grad norm is not finite; returns the (pre-clip) grad norm."""
+        """Clip, then step unless the grad norm is not finite; returns the (pre-clip) grad norm.
+
+        Parameters without a gradient (every group of the step skipped) get zeros, so the optimizer
+        moves as it would with the zero-advantage groups present."""
         params = [p for p in self.module.parameters() if p.requires_grad]
-        clip = float(cfg_get(self.cfg, "grad_clip", 1.0) or 0.0)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        clip = self.cfg.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=clip if clip > 0 else float("inf"))
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
@@ -210,6 +262,17 @@ class FSDPActor:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def _zero_signal_rows(self, data, adv: torch.Tensor, rmask: torch.Tensor) -> tuple[set[int], float]:
+        """Rows of this rank's groups whose advantages are all zero, and the fraction of groups skipped."""
+        groups: dict = {}
+        for r, k in enumerate(self._prompt_keys(data)):
+            groups.setdefault(k, []).append(r)
+        if not self.cfg.skip_zero_adv_groups or not groups:
+            return set(), 0.0
+        signal = (adv * rmask).abs().sum(-1) > 0
+        skipped = [rows for rows in groups.values() if not bool(signal[rows].any())]
+        return {r for rows in skipped for r in rows}, len(skipped) / len(groups)
+
     def update_policy(self, data) -> dict[str, float]:
         """PPO/GRPO update; one optimizer step per mini-batch of ``ppo_mini_batch_size`` prompts."""
         from verl.algos.kl import kl_penalty
@@ -219,22 +282,22 @@ class FSDPActor:
             raise RuntimeError("update_policy called on a reference policy (role='ref')")
         c = self.cfg
         n = len(data)
-        mini = max(1, int(cfg_get(c, "ppo_mini_batch_size", 1)) * self._samples_per_prompt(data) // self.world_size)
-        micro = int(cfg_get(c, "ppo_micro_batch_size_per_gpu", 4))
-        pl = cfg_get(c, "policy_loss", "vanilla")
-        loss_fn = get_policy_loss(pl if isinstance(pl, str) else cfg_get(pl, "loss_mode", "vanilla"))
-        agg = str(cfg_get(c, "loss_agg_mode", "token-mean"))
-        use_kl = bool(cfg_get(c, "use_kl_loss", False))
-        kl_coef, kl_type = float(cfg_get(c, "kl_loss_coef", 0.0)), str(cfg_get(c, "kl_loss_type", "low_var_kl"))
-        ent_coef = float(cfg_get(c, "entropy_coeff", 0.0))
-        clip_kw = {"clip_ratio_low": float(cfg_get(c, "clip_ratio_low", None) or cfg_get(c, "clip_ratio", 0.2)),
-                   "clip_ratio_high": float(cfg_get(c, "clip_ratio_high", None) or cfg_get(c, "clip_ratio", 0.2)),
-                   "clip_ratio_c": float(cfg_get(c, "clip_ratio_c", 3.0))}
-        if use_kl and "ref_log_prob" not in data.batch.keys():
+        mini = max(1, c.ppo_mini_batch_size * self._samples_per_prompt(data) // self.world_size)
+        starts = list(range(0, n, mini))
+        fused = "old_log_probs" not in data.batch.keys()
+        if fused and (c.ppo_epochs != 1 or len(starts) != 1):
+            raise KeyError(f"update_policy: the batch has no 'old_log_probs' and the update is not exactly on-policy "
+                           f"(ppo_epochs={c.ppo_epochs}, {len(starts)} mini-batches); compute them first")
+        loss_fn = get_policy_loss(c.policy_loss)
+        agg = c.loss_agg_mode
+        clip_kw = {"clip_ratio_low": c.clip_ratio_low, "clip_ratio_high": c.clip_ratio_high,
+                   "clip_ratio_c": c.clip_ratio_c}
+        if c.use_kl_loss and "ref_log_prob" not in data.batch.keys():
             raise KeyError("use_kl_loss is set but the batch has no 'ref_log_prob'")
-        old_lp, adv = _column(data, "old_log_probs", "update_policy"), _column(data, "advantages", "update_policy")
-        rmask = _column(data, "response_mask", "update_policy")
-        ref_lp = data.batch["ref_log_prob"] if use_kl else None
+        adv, rmask = _column(data, "advantages", "update_policy"), _column(data, "response_mask", "update_policy")
+        old_lp = None if fused else data.batch["old_log_probs"]
+        ref_lp = data.batch["ref_log_prob"] if c.use_kl_loss else None
+        skip, skipped_frac = self._zero_signal_rows(data, adv, rmask)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.module.train()
         cache: dict = {}
@@ -243,35 +306,50 @@ class FSDPActor:
         def rec(k: str, v) -> None:
             hist.setdefault(k, []).append(float(v))
 
-        for _ in range(int(cfg_get(c, "ppo_epochs", 1))):
-            for m0 in range(0, n, mini):
+        for _ in range(c.ppo_epochs):
+            for m0 in starts:
                 mrows = list(range(m0, min(n, m0 + mini)))
-                for u0 in range(0, len(mrows), micro):
-                    rows = mrows[u0:u0 + micro]
-                    sel = torch.as_tensor(rows)
-                    lp, ent = self._forward(data, rows, cache, calc_entropy=True, entropy_grad=ent_coef != 0)
+                norm = max(_agg_share(agg, rmask[mrows]), 1.0)
+                sums: dict[str, float] = {}
+                active = [r for r in mrows if r not in skip]
+                for rows in self._micro_batches(data, active, c.ppo_max_token_len_per_gpu):
+                    sel = torch.as_tensor(rows or mrows[:1])
+                    lp, ent = self._forward(data, sel.tolist(), cache, calc_entropy=True,
+                                            entropy_grad=c.entropy_coeff != 0)
                     dev = lp.device
                     mask = rmask[sel].to(dev)
-                    pg_loss, pm = loss_fn(old_log_prob=old_lp[sel].to(dev), log_prob=lp, advantages=adv[sel].to(dev),
+                    w = 0.0 if rows is None else _agg_share(agg, mask) / norm
+                    old = lp.detach() if fused else old_lp[sel].to(dev)
+                    pg_loss, pm = loss_fn(old_log_prob=old, log_prob=lp, advantages=adv[sel].to(dev),
                                           response_mask=mask, loss_agg_mode=agg, **clip_kw)
                     loss = pg_loss
                     ent_agg = agg_loss(ent, mask, agg)
-                    if ent_coef != 0:
-                        loss = loss - ent_coef * ent_agg
-                    if use_kl:
-                        kl = agg_loss(kl_penalty(lp, ref_lp[sel].to(dev), kl_type), mask, agg)
-                        loss = loss + kl_coef * kl
-                        rec("actor/kl_loss", kl.detach())
-                        rec("actor/kl_coef", kl_coef)
-                    (loss * (len(rows) / len(mrows))).backward()
-                    rec("actor/pg_loss", pg_loss.detach())
-                    rec("actor/entropy", ent_agg.detach())
-                    for k, v in pm.items():
-                        rec(f"actor/{k}", v.detach())
+                    if c.entropy_coeff != 0:
+                        loss = loss - c.entropy_coeff * ent_agg
+                    terms = {"actor/pg_loss": pg_loss, "actor/entropy": ent_agg, "weight": 1.0}
+                    if c.use_kl_loss:
+                        kl = agg_loss(kl_penalty(lp, ref_lp[sel].to(dev), c.kl_loss_type), mask, agg)
+                        loss = loss + c.kl_loss_coef * kl
+                        terms["actor/kl_loss"] = kl
+                    (loss * w).backward()
+                    terms.update({f"actor/{k}": v for k, v in pm.items()})
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + w * float(v.detach() if torch.is_tensor(v) else v)
+                # losses: the mini-batch aggregate (skipped rows add zero); other metrics: mean over computed rows
+                done = sums.pop("weight", 0.0)
+                losses = ("actor/pg_loss", "actor/kl_loss") if c.use_kl_loss else ("actor/pg_loss",)
+                for k in losses:
+                    rec(k, sums.pop(k, 0.0))
+                for k, v in sums.items():
+                    if done > 0:
+                        rec(k, v / done)
+                if c.use_kl_loss:
+                    rec("actor/kl_coef", c.kl_loss_coef)
                 rec("actor/grad_norm", self._step())
         self.scheduler.step()
         out = {k: float(np.mean(v)) for k, v in hist.items()}
         out["actor/lr"] = lr
+        out["actor/skipped_group_frac"] = skipped_frac
         return out
 
     def sft_step(self, data, weights: torch.Tensor | None = None) -> dict[str, float]:
@@ -284,22 +362,23 @@ class FSDPActor:
         w = torch.ones(n) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
         if w.numel() != n:
             raise ValueError(f"sft_step: {w.numel()} weights for {n} rows")
-        micro = int(cfg_get(self.cfg, "ppo_micro_batch_size_per_gpu", 4))
-        agg = str(cfg_get(self.cfg, "loss_agg_mode", "token-mean"))
+        agg = self.cfg.loss_agg_mode
         rmask = _column(data, "response_mask", "sft_step")
+        norm = max(_agg_share(agg, rmask), 1.0)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.module.train()
-        cache, losses = {}, []
-        for s in range(0, n, micro):
-            rows = list(range(s, min(n, s + micro)))
-            sel = torch.as_tensor(rows)
-            lp, _ = self._forward(data, rows, cache, calc_entropy=False)
-            loss = weighted_nll_loss(lp, w[sel].to(lp.device), rmask[sel].to(lp.device), agg)
-            (loss * (len(rows) / n)).backward()
-            losses.append(float(loss.detach()))
-        norm = self._step()
+        cache, total = {}, 0.0
+        for rows in self._micro_batches(data, list(range(n)), self.cfg.ppo_max_token_len_per_gpu):
+            sel = torch.as_tensor(rows or [0])
+            lp, _ = self._forward(data, sel.tolist(), cache, calc_entropy=False)
+            mask = rmask[sel].to(lp.device)
+            scale = 0.0 if rows is None else _agg_share(agg, mask) / norm
+            loss = weighted_nll_loss(lp, w[sel].to(lp.device), mask, agg) * scale
+            loss.backward()
+            total += float(loss.detach())
+        grad_norm = self._step()
         self.scheduler.step()
-        return {"actor/sft_loss": float(np.mean(losses)), "actor/grad_norm": norm, "actor/lr": lr}
+        return {"actor/sft_loss": total, "actor/grad_norm": grad_norm, "actor/lr": lr}
 
     # ------------------------------------------------------------------ weights
     def state_dict_for_sync(self, checkpoint_names: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
@@ -412,12 +491,3 @@ class FSDPActor:
         state = {"model": get_model_state_dict(self.module)}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_model_state_dict(self.module, state["model"])
-
-
-class ReferencePolicy(FSDPActor):
-    """Frozen reference policy: ``compute_log_prob`` gives ``ref_log_prob``; no optimizer."""
-
-    def __init__(self, model_config: Any, actor_config: Any, device: str = "cpu",
-                 model_path: str | os.PathLike | None = None) -> None:
-        super().__init__(model_config, actor_config, device=device, role="ref", model_path=model_path)
-
