@@ -1,11 +1,12 @@
 """Actor old-log-prob + update at TTRV's shape: shared-prompt forward vs per-sample forward.
 
-Model: the Qwen2.5-VL-3B shape (text 2048 wide, 16 heads / 2 KV heads, MLP 11,008, vocabulary 151,936,
-mrope sections [16, 24, 24]; vision 1280 wide, window 112, patch 14, spatial merge 2) with reduced depth
-(``--layers`` of 36, ``--vision-layers`` of 32), random weights, float32 on CPU / bfloat16 on CUDA,
-gradient checkpointing on (the actor's default). Batch: ``--prompts`` prompts, each one image of
-``--image-size`` pixels (448 -> 256 image tokens) and ~``--text-tokens`` text tokens in the Qwen chat
-layout, ``--votes`` sampled answers of up to ``--answer-len`` tokens each.
+Model: the Qwen2.5-VL-3B shape of :mod:`verl.models.real_shape` (text 2048 wide, 16 heads / 2 KV heads,
+MLP 11,008, vocabulary 151,936, mrope [16, 24, 24]; vision 1280 wide, window 112, patch 14, merge 2) with
+reduced depth (``--layers`` of 36, ``--vision-layers`` of 32), random weights, float32 on CPU / bfloat16
+on CUDA, gradient checkpointing on (the actor's default). Prompts: the real Qwen2.5-VL tokenizer, chat
+template and image processor; one ``--image-size`` image each (448 -> 256 image tokens) and a TTRV-style
+4-way multiple-choice question (~60 text tokens with the template); ``--votes`` random answers of 2 to
+``--answer-len`` tokens per prompt.
 
 Both paths run exactly what the actor runs per micro-batch (``response_log_probs``; micro-batches of at
 most ``--max-tokens`` tokens by :func:`verl.workers.micro_batch.token_micro_batches`): old log-probs
@@ -36,29 +37,20 @@ import torch  # noqa: E402
 
 import verl  # noqa: E402,F401  (torchvision shim before transformers)
 
-QWEN_IDS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-            "vision_end_token_id": 151653}
-IM_START, IM_END, NL, PAD = 151644, 151645, 198, 151643
+OPTIONS = ["accordion", "shovel", "koala", "toaster", "golden retriever", "espresso maker", "red fox", "mitten",
+           "lighthouse", "garden spider", "tennis ball", "fire engine"]
 
 
 def real_shape_model(layers: int, vision_layers: int, dtype: torch.dtype):
-    """Qwen2.5-VL-3B widths, reduced depth, random weights."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    """Qwen2.5-VL-3B (:mod:`verl.models.real_shape`), reduced depth, random weights."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    text = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": layers,
-            "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936, "rms_norm_eps": 1e-6,
-            "max_position_embeddings": 128000, "hidden_act": "silu", "tie_word_embeddings": True,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-            "bos_token_id": PAD, "eos_token_id": IM_END, "max_window_layers": layers}
-    vision = {"depth": vision_layers, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-              "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-              "window_size": 112, "fullatt_block_indexes": [vision_layers - 1], "tokens_per_second": 2,
-              "hidden_act": "silu"}
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **QWEN_IDS)
+    from verl.models.real_shape import shape_config
+
+    cfg = shape_config("qwen2.5-vl-3b", layers=layers, vision_layers=vision_layers)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(cfg)
-    return model.to(dtype)
+    return Qwen2_5_VLForConditionalGeneration(cfg).to(dtype)
 
 
 def tiny_model():
@@ -66,42 +58,60 @@ def tiny_model():
     from verl.models.tiny import build_tiny_vlm
 
     out = Path(tempfile.mkdtemp(prefix="bench_ttrv_tiny_"))
-    model, _ = load_vlm(build_tiny_vlm("qwen2_5_vl", out, seed=0), dtype=torch.float32, device="cpu")
-    return model
+    return load_vlm(build_tiny_vlm("qwen2_5_vl", out, seed=0), dtype=torch.float32, device="cpu")
 
 
-def make_batch(model, a, seed: int = 0):
-    """Left-padded Qwen chat prompts with one image each, right-padded answers; per-prompt pixel tensors."""
-    cfg = model.config
-    vc = cfg.vision_config
-    vocab = cfg.text_config.vocab_size
+def real_processor():
+    """The real Qwen2.5-VL tokenizer + image processor (what :mod:`verl.models.real_shape` writes)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from verl.models import real_shape as rs
+    from verl.models.processors import Qwen2_5_VLImageProcessorOnly
+    from verl.models.qwen_tokenizer import QWEN2_VL_CHAT_TEMPLATE, build_qwen_tokenizer
+
+    image = Qwen2VLImageProcessorPil(size={"shortest_edge": rs.QWEN_MIN_PIXELS, "longest_edge": rs.QWEN_MAX_PIXELS},
+                                     patch_size=14, temporal_patch_size=2, merge_size=2,
+                                     image_mean=rs.QWEN_IMAGE_MEAN, image_std=rs.QWEN_IMAGE_STD, resample=3)
+    tok = build_qwen_tokenizer("qwen2.5-vl", chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    return Qwen2_5_VLImageProcessorOnly(image_processor=image, tokenizer=tok, chat_template=QWEN2_VL_CHAT_TEMPLATE)
+
+
+def _png(size: int, seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_batch(model, processor, a, seed: int = 0):
+    """TTRV-style prompts (one image, a 4-way multiple-choice question) through the processor and chat
+    template, left padded; ``votes`` right-padded random answers of 2..answer_len tokens each."""
+    from verl.models.multimodal import batch_prompt_inputs, build_prompt_inputs, pad_id_of
+
     g = torch.Generator().manual_seed(seed)
-    grid = a.image_size // vc.patch_size
-    n_img = grid * grid // (vc.spatial_merge_size ** 2)
-    pix_dim = 3 * vc.temporal_patch_size * vc.patch_size ** 2
-    text_hi = min(vocab, PAD) if vocab > PAD else vocab - 16  # ordinary text ids (below the special tokens)
-    prompts, images = [], []
+    per = []
     for p in range(a.prompts):
-        n_text = a.text_tokens + (p % 3) - 1  # 59..61: prompts of different lengths (left padding)
-        sys_ids = torch.randint(0, text_hi, (max(1, n_text // 4),), generator=g).tolist()
-        q_ids = torch.randint(0, text_hi, (max(1, n_text - len(sys_ids) - 9),), generator=g).tolist()
-        ids = ([IM_START % vocab] + sys_ids + [IM_END % vocab, NL % vocab, IM_START % vocab]
-               + [cfg.vision_start_token_id] + [cfg.image_token_id] * n_img + [cfg.vision_end_token_id]
-               + q_ids + [IM_END % vocab, NL % vocab, IM_START % vocab, NL % vocab])
-        prompts.append(ids)
-        images.append({"pixel_values": torch.randn(grid * grid, pix_dim, generator=g),
-                       "image_grid_thw": torch.tensor([[1, grid, grid]])})
-    P = max(len(x) for x in prompts)
-    b, R = a.prompts * a.votes, a.answer_len
-    input_ids = torch.full((b, P + R), PAD % vocab, dtype=torch.long)
-    attn = torch.zeros(b, P + R, dtype=torch.long)
+        opts = [OPTIONS[(3 * p + k) % len(OPTIONS)] for k in range(4)]
+        text = ("<image>\nWhich of these does the image show? Answer with the letter of the correct option only.\n"
+                "Options:\n" + "\n".join(f"{'ABCD'[k]}. {o}" for k, o in enumerate(opts)))
+        per.append(build_prompt_inputs(processor, [{"role": "user", "content": text}], [_png(a.image_size, p)]))
+    rows = [per[r // a.votes] for r in range(a.prompts * a.votes)]
+    coll = batch_prompt_inputs(processor, rows)
+    b, R = len(rows), a.answer_len
+    vocab_text = 151643 if model.config.text_config.vocab_size > 151643 else model.config.text_config.vocab_size - 16
+    responses = torch.randint(0, vocab_text, (b, R), generator=g)
+    rmask = torch.zeros(b, R, dtype=torch.long)
     for r in range(b):
-        ids = prompts[r // a.votes]
-        input_ids[r, P - len(ids):P] = torch.tensor(ids)
-        attn[r, P - len(ids):P] = 1
-        n_ans = int(torch.randint(2, R + 1, (1,), generator=g))
-        input_ids[r, P:P + n_ans] = torch.randint(0, text_hi, (n_ans,), generator=g)
-        attn[r, P:P + n_ans] = 1
+        rmask[r, : int(torch.randint(2, R + 1, (1,), generator=g))] = 1
+    responses[rmask == 0] = pad_id_of(processor)
+    input_ids = torch.cat([coll["input_ids"], responses], 1)
+    attn = torch.cat([coll["attention_mask"], rmask], 1)
+    images = [{k: v for k, v in x.items() if k in ("pixel_values", "image_grid_thw")} for x in per]
     adv = torch.where(torch.arange(b) % 2 == 0, 1.0, -1.0)
     return input_ids, attn, images, [r // a.votes for r in range(b)], adv
 
@@ -173,7 +183,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--votes", type=int, default=16)
     ap.add_argument("--answer-len", type=int, default=8)
-    ap.add_argument("--text-tokens", type=int, default=60)
     ap.add_argument("--image-size", type=int, default=448)
     ap.add_argument("--max-tokens", type=int, default=16384, help="ppo_max_token_len_per_gpu")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per path (after one warm-up)")
@@ -189,19 +198,22 @@ def main(argv: list[str] | None = None) -> dict:
     device = a.device
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     t0 = time.perf_counter()
-    model = tiny_model() if a.tiny else real_shape_model(a.layers, a.vision_layers, dtype)
+    if a.tiny:
+        model, processor = tiny_model()
+    else:
+        model, processor = real_shape_model(a.layers, a.vision_layers, dtype), real_processor()
     model = model.to(device)
     if not a.no_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for p in model.parameters():  # gradient buffers are held before the passes, like the weights
         p.grad = torch.zeros_like(p)
-    batch = make_batch(model, a)
+    batch = make_batch(model, processor, a)
     ids, attn = batch[0], batch[1]
     P = ids.shape[1] - a.answer_len
     plen = attn[:, :P].sum(-1)
     n_img = int((ids[0] == model.config.image_token_id).sum())
     print(f"shape: {a.prompts} prompts x {a.votes} votes, prompts {int(plen.min())}-{int(plen.max())} tokens "
-          f"({n_img} image tokens, {a.image_size}x{a.image_size}), answers <= {a.answer_len} tokens; "
+          f"({n_img} image tokens, {a.image_size}x{a.image_size}), answers 2-{a.answer_len} tokens; "
           f"{'tiny model' if a.tiny else f'Qwen2.5-VL-3B widths, {a.layers}/36 text layers, {a.vision_layers}/32 vision blocks'}; "
           f"{device} {str(dtype).removeprefix('torch.')}; built in {time.perf_counter() - t0:.1f} s", flush=True)
 
