@@ -32,28 +32,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from verl.utils.registry import lookup, registrar
+
 AdvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 ADV_ESTIMATORS: dict[str, AdvFn] = {}
 
 
-def register_adv_estimator(name: str) -> Callable[[AdvFn], AdvFn]:
-    """Decorator registering an advantage estimator under ``name`` (duplicate names are an error)."""
-
-    def deco(fn: AdvFn) -> AdvFn:
-        if name in ADV_ESTIMATORS and ADV_ESTIMATORS[name] is not fn:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADV_ESTIMATORS[name] = fn
-        return fn
-
-    return deco
+register_adv_estimator = registrar(ADV_ESTIMATORS, "advantage estimator")  # decorator: @register_adv_estimator(name)
 
 
 def get_adv_estimator(name: str) -> AdvFn:
     """Look up an estimator; an unknown name raises KeyError listing the known ones."""
-    try:
-        return ADV_ESTIMATORS[name]
-    except KeyError:
-        raise KeyError(f"unknown advantage estimator {name!r}; known: {sorted(ADV_ESTIMATORS)}") from None
+    return lookup(ADV_ESTIMATORS, "advantage estimator", name)
 
 
 def _check(scores: torch.Tensor, group_ids: Sequence | np.ndarray,

@@ -16,21 +16,13 @@ from collections.abc import Callable
 
 import torch
 
+from verl.utils.registry import lookup, registrar
+
 KLFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 KL_PENALTIES: dict[str, KLFn] = {}
 
 
-def register_kl(*names: str) -> Callable[[KLFn], KLFn]:
-    """Decorator registering a KL estimator under one or more names."""
-
-    def deco(fn: KLFn) -> KLFn:
-        for name in names:
-            if name in KL_PENALTIES and KL_PENALTIES[name] is not fn:
-                raise ValueError(f"KL estimator {name!r} is already registered")
-            KL_PENALTIES[name] = fn
-        return fn
-
-    return deco
+register_kl = registrar(KL_PENALTIES, "KL estimator")  # decorator: @register_kl(*names)
 
 
 @register_kl("k1", "kl")
@@ -59,8 +51,4 @@ def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str = "
     if log_prob.shape != ref_log_prob.shape:
         raise ValueError(f"kl_penalty: log_prob {tuple(log_prob.shape)} and ref_log_prob "
                          f"{tuple(ref_log_prob.shape)} differ")
-    try:
-        fn = KL_PENALTIES[kind]
-    except KeyError:
-        raise KeyError(f"unknown KL penalty {kind!r}; known: {sorted(KL_PENALTIES)}") from None
-    return fn(log_prob, ref_log_prob)
+    return lookup(KL_PENALTIES, "KL penalty", kind)(log_prob, ref_log_prob)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from verl.algos.utils import masked_mean
+from verl.utils.registry import lookup, registrar
 
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-sum", "seq-mean-token-sum-norm")
 
@@ -108,25 +109,12 @@ LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 POLICY_LOSSES: dict[str, LossFn] = {}
 
 
-def register_policy_loss(*names: str) -> Callable[[LossFn], LossFn]:
-    """Decorator registering a policy loss under one or more names."""
-
-    def deco(fn: LossFn) -> LossFn:
-        for name in names:
-            if name in POLICY_LOSSES and POLICY_LOSSES[name] is not fn:
-                raise ValueError(f"policy loss {name!r} is already registered")
-            POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss")  # decorator: @register_policy_loss(*names)
 
 
 def get_policy_loss(name: str) -> LossFn:
     """Look up a policy loss; an unknown name raises KeyError listing the known ones."""
-    try:
-        return POLICY_LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown policy loss {name!r}; known: {sorted(POLICY_LOSSES)}") from None
+    return lookup(POLICY_LOSSES, "policy loss", name)
 
 
 @register_policy_loss("vanilla")

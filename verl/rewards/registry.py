@@ -28,6 +28,7 @@ import numpy as np
 from verl.protocol import DataProto, object_array
 from verl.rewards.answers import extract_answer
 from verl.rewards.voting import ttrv_group_reward
+from verl.utils.registry import lookup, registrar
 
 GroupRewardFn = Callable[..., Sequence[float]]
 RewardBuilder = Callable[[Any], GroupRewardFn]  # reward config section -> group reward function
@@ -48,24 +49,14 @@ class GroupReward:
     fn: GroupRewardFn
 
 
-def register_group_reward(name: str) -> Callable[[RewardBuilder], RewardBuilder]:
-    """Decorator registering a builder ``(reward_config) -> group reward function`` under ``name``."""
-
-    def deco(builder: RewardBuilder) -> RewardBuilder:
-        if name in GROUP_REWARDS and GROUP_REWARDS[name] is not builder:
-            raise ValueError(f"group reward {name!r} is already registered")
-        GROUP_REWARDS[name] = builder
-        return builder
-
-    return deco
+# decorator: @register_group_reward(name) on a builder ``(reward_config) -> group reward function``
+register_group_reward = registrar(GROUP_REWARDS, "group reward")
 
 
 def get_group_reward(name: str) -> RewardBuilder:
     """The builder registered under ``name`` (KeyError listing the known names otherwise)."""
-    if name not in GROUP_REWARDS:
-        raise KeyError(f"unknown group reward {name!r}; known: {sorted(GROUP_REWARDS)} "
-                       f"(or set reward.custom_reward_function='path/to/file.py:function')")
-    return GROUP_REWARDS[name]
+    return lookup(GROUP_REWARDS, "group reward", name,
+                  " (or set reward.custom_reward_function='path/to/file.py:function')")
 
 
 def build_group_reward(cfg: Any) -> GroupReward:
