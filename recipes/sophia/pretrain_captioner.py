@@ -29,7 +29,12 @@ import torch
 
 import verl  # noqa: F401  (torchvision compat shim)
 from recipes.sophia.prompts import build_caption_messages
-from recipes.sophia.runio import run_pretrain_cli, stamp_is_fresh, write_json, write_stamp
+from recipes.sophia.runio import (
+    run_pretrain_cli,
+    up_to_date_or_cleared,
+    write_json,
+    write_stamp,
+)
 from recipes.sophia.vlm_data import SFTRow, actor_config, make_actor, sft_dataproto
 from verl.data.formats import Record, load_records
 from verl.workers.rollout.base import SamplingSpec
@@ -113,11 +118,8 @@ def pretrain(a: argparse.Namespace) -> Path:
 
     out, data = Path(a.out), Path(a.data)
     stamp = _stamp(a)
-    if stamp_is_fresh(out, stamp):
-        logger.info("captioner in %s is up to date; nothing to do", out)
+    if up_to_date_or_cleared(out, stamp, "captioner"):
         return out
-    if out.exists():
-        shutil.rmtree(out)
     init = out.with_name(out.name + "_init")
     torch.manual_seed(a.seed)
     build_tiny_vlm(a.arch, init, seed=a.seed)

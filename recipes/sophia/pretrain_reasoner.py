@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -26,7 +25,12 @@ import torch
 
 from recipes.sophia.pairs import QTYPES, QUESTIONS, describe, gold_answer
 from recipes.sophia.reasoners import LocalReasoner, Sampling, local_prompt
-from recipes.sophia.runio import run_pretrain_cli, stamp_is_fresh, write_json, write_stamp
+from recipes.sophia.runio import (
+    run_pretrain_cli,
+    up_to_date_or_cleared,
+    write_json,
+    write_stamp,
+)
 from recipes.sophia.verify import reasoning_reward
 
 logger = logging.getLogger("recipes.sophia.pretrain_reasoner")
@@ -130,11 +134,8 @@ def pretrain(a: argparse.Namespace) -> Path:
     """Train and save (or reuse) the reasoner; returns its folder."""
     out = Path(a.out)
     stamp = _stamp(a)
-    if stamp_is_fresh(out, stamp):
-        logger.info("reasoner in %s is up to date; nothing to do", out)
+    if up_to_date_or_cleared(out, stamp, "reasoner"):
         return out
-    if out.exists():
-        shutil.rmtree(out)
     tok, model = build_model(a.seed, a.hidden, a.layers)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,16 @@ def stamp_is_fresh(folder: str | Path, stamp: dict[str, Any], name: str = "stamp
 
 def write_stamp(folder: str | Path, stamp: dict[str, Any], name: str = "stamp.json") -> Path:
     return write_json(Path(folder) / name, stamp)
+
+
+def up_to_date_or_cleared(out: Path, stamp: dict[str, Any], what: str) -> bool:
+    """True when ``out`` carries ``stamp`` (nothing to do); else deletes ``out`` for a fresh build."""
+    if stamp_is_fresh(out, stamp):
+        logger.info("%s in %s is up to date; nothing to do", what, out)
+        return True
+    if out.exists():
+        shutil.rmtree(out)
+    return False
 
 
 def run_pretrain_cli(parse_args: Any, pretrain: Any, argv: list[str] | None = None) -> Path:
