@@ -5,8 +5,9 @@ sync weights → (validate, checkpoint) → log. Each phase is one call on the w
 function on the driver) and is timed by name (``timing_s/<phase>``). The method (``algorithm.method``,
 :mod:`verl.trainer.method`) scores the samples, names the rows that train and adds its metrics.
 
-Ground-truth labels live only in ``self._labels`` and are read only by the metrics code; nothing
-sent to a worker or to a reward function contains them.
+Ground-truth labels live only in ``self._labels`` and are read only by the metrics code (and the
+method's ``metrics``); :func:`records_to_prompts` looks at them only to drop ``extra`` fields that spell
+them, so nothing sent to a worker or to a reward function contains them.
 """
 
 from __future__ import annotations
