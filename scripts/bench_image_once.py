@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         per_sample_images = [images[i] for i in once]
 
         def step(image_inputs, index):
-            lp, _ = response_log_probs(model, ids, attn, a.response_length, image_inputs, index)
+            # one language-model pass per sample in both: this benchmark isolates the image encoding
+            # (bench_ttrv_step.py measures the shared prompt pass)
+            lp, _ = response_log_probs(model, ids, attn, a.response_length, image_inputs, index, share_prompt=False)
             lp.sum().backward()
             model.zero_grad(set_to_none=True)
 
