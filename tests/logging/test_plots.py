@@ -24,7 +24,7 @@ def _full_run(path: Path, scale: float = 1.0) -> Path:
     rows = []
     for k in range(1, 5):
         rows.append({"step": k, "time": 100.0 + k, "critic/score/mean": 0.1 * k * scale,
-                     "critic/score/min": 0.0, "critic/score/max": 1.0, "critic/rewards/mean": 0.2 * k,
+                     "critic/score/min": 0.0, "critic/score/max": 1.0,
                      "train/label_accuracy": 0.5 + 0.1 * k, "actor/entropy": 2.0 - 0.3 * k,
                      "timing_s/gen": 1.0, "timing_s/update_actor": 0.5, "timing_s/step": 1.6})
         if k % 2 == 0:

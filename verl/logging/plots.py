@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 Series = dict[str, tuple[list[int], list[float]]]
 
-_REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
+_REWARD_KEYS = ("critic/score/mean",)
 
 
 def load_metrics(jsonl_path: str | Path) -> Series:

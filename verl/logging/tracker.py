@@ -29,7 +29,6 @@ KNOWN_BACKENDS = ("console", "jsonl", "tensorboard", "wandb")
 # Shown on the console line, in this order, under these short names (when present).
 _CONSOLE_KEYS = {
     "critic/score/mean": "score",
-    "critic/rewards/mean": "reward",
     "train/label_accuracy": "label_acc",
     "train/reward_accuracy": "reward_acc",
     "train/majority_ratio": "maj_ratio",
