@@ -8,8 +8,13 @@ Layout (verl's)::
     <root>/latest_checkpointed_iteration.txt      "<N>", written atomically once step N is complete
 
 A step folder counts only once the marker names it: a crash while saving leaves the marker on the
-previous step, so auto-resume never picks a partial folder. Tensors are loaded with
-``torch.load(weights_only=True)``; nothing is pickled.
+previous step, so auto-resume never picks a partial folder.
+
+Trust: the trainer state is JSON and its tensors are read with ``torch.load(weights_only=True)``, but
+the actor's DCP checkpoint (``actor/.metadata``) is a pickle, and unpickling runs code. Resume and
+export therefore load a step folder only when it lies under the checkpoint root this run's manager
+writes to (``trainer.default_local_dir``; for export, ``checkpoints/``) or when the user opts in
+(``trainer.trust_checkpoint=true`` / ``--trust-checkpoint``): see :func:`check_trusted`.
 """
 
 from __future__ import annotations
@@ -228,6 +233,23 @@ def prune(root: str | os.PathLike, keep: int | None) -> list[Path]:
     return removed
 
 
+class UntrustedCheckpointError(PermissionError):
+    """A checkpoint folder from outside the trusted root, loaded without the opt-in."""
+
+
+def check_trusted(folder: str | os.PathLike, root: str | os.PathLike, trust: bool, opt_in: str) -> None:
+    """Refuse ``folder`` (its pickled DCP metadata) unless it lies under ``root`` or ``trust`` is set.
+
+    ``opt_in`` names the switch in the error (``trainer.trust_checkpoint=true`` or ``--trust-checkpoint``).
+    """
+    if trust:
+        return
+    if not Path(folder).resolve().is_relative_to(Path(root).resolve()):
+        raise UntrustedCheckpointError(
+            f"checkpoint {folder} is not under {root}, where this run writes its checkpoints; its DCP "
+            f"metadata is a pickle, which runs code when loaded. Load it only if you trust its source: {opt_in}")
+
+
 class CheckpointManager:
     """Owns one checkpoint root: ``prepare(step)`` -> workers write ``actor/`` -> ``commit(step, state)``.
 
@@ -277,6 +299,10 @@ class CheckpointManager:
 
     def resolve_resume(self, mode: str = "auto", resume_path: str | os.PathLike | None = None) -> Path | None:
         return resolve_resume(self.root, mode, resume_path)
+
+    def check_trusted(self, folder: str | os.PathLike, trust: bool) -> None:
+        """See :func:`check_trusted`; this manager's root is the trusted one."""
+        check_trusted(folder, self.root, trust, "trainer.trust_checkpoint=true")
 
     def load(self, folder: str | os.PathLike) -> dict[str, Any]:
         return load_trainer_state(folder)

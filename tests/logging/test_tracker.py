@@ -86,6 +86,20 @@ def test_jsonl_appends_on_resume(tmp_path):
     assert [json.loads(line)["x"] for line in lines] == [1.0, 2.0]
 
 
+def test_rewind_drops_rows_after_the_resumed_step(tmp_path):
+    with Tracker("p", "e", ["jsonl"], log_dir=tmp_path) as tr:
+        for step in (0, 1, 2, 3):
+            tr.log({"x": step}, step=step)
+    with Tracker("p", "e", ["jsonl"], log_dir=tmp_path) as tr:  # resumed from the checkpoint of step 2
+        assert tr.rewind(2) == 1
+        tr.log({"x": 30}, step=3)
+    rows = [json.loads(line) for line in (tmp_path / "p" / "e" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["x"]) for r in rows] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 30.0)]
+    with Tracker("p", "e", ["jsonl"], log_dir=tmp_path) as tr:  # a fresh start keeps nothing
+        assert tr.rewind(-1) == 4
+    assert (tmp_path / "p" / "e" / "metrics.jsonl").read_text() == ""
+
+
 def test_console_line_and_progress(tmp_path, caplog):
     line = Tracker.format_line({"critic/score/mean": 0.5, "actor/pg_loss": -0.0125, "zzz": 1.0,
                                 "val-core/digits/acc/mean@1": 0.75}, step=3)

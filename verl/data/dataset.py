@@ -1,21 +1,22 @@
-"""Batching of records with a resumable data order.
+"""Batching of records with a resumable data order: torchdata's ``StatefulDataLoader`` over the records.
 
 Batches are lists of :class:`Record` (images stay paths / bytes; pixels are built on the workers).
-The sampler's position (``epoch``, ``offset`` = samples already handed out in that epoch) is saved
-with a checkpoint and restored, so a resumed run sees exactly the batches it would have seen.
+Epoch ``e`` visits the records in the permutation seeded by ``(seed, e)``. The sampler's position
+(epoch, records handed out in it) is part of the loader's ``state_dict``, saved with a checkpoint and
+restored, so a resumed run sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from verl.data.formats import Record
-
-COLLATE_KEYS = ("uid", "index", "data_source", "prompt", "images", "ground_truth", "options")
 
 
 class RLDataset(Dataset):
@@ -31,62 +32,46 @@ class RLDataset(Dataset):
         return self.records[i]
 
 
-class StatefulBatchSampler(Sampler[list[int]]):
-    """Yields index batches; epoch ``e`` uses the permutation seeded by ``(seed, e)`` (or 0..n-1 if not shuffling).
+class EpochSampler(Sampler[int]):
+    """Indices of epoch ``epoch`` (the ``(seed, epoch)`` permutation, or 0..n-1 without shuffling) from
+    ``offset`` on; an iteration that starts at the end of an epoch starts the next one.
 
-    Iterating yields the rest of the current epoch from ``offset``; when the epoch is exhausted (also when
-    a restored state sits at its end) the next iteration starts the next epoch.
+    Stateful (``state_dict`` / ``load_state_dict``), so the loader restores its exact position.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0) -> None:
         if n < 1:
             raise ValueError("cannot batch an empty dataset (0 records)")
-        if drop_last and n < batch_size:
-            raise ValueError(f"drop_last with {n} records and batch_size {batch_size} gives no batch")
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.n, self.shuffle, self.seed = n, shuffle, seed
         self.epoch = 0
         self.offset = 0
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        return self.n
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Indices of one epoch, in order (before batching)."""
+        """Indices of one epoch, in order."""
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
-    def _epoch_end(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else self.n
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.offset >= self._epoch_end():
+    def __iter__(self) -> Iterator[int]:
+        if self.offset >= self.n:
             self.epoch, self.offset = self.epoch + 1, 0
         order = self.epoch_order(self.epoch)
-        end = self._epoch_end()
-        while self.offset < end:
-            batch = order[self.offset:min(self.offset + self.batch_size, end)].tolist()
-            self.offset += len(batch)
-            yield batch
-        self.epoch, self.offset = self.epoch + 1, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Jump to the start of ``epoch`` (no-op if already in it)."""
-        if epoch != self.epoch:
-            self.epoch, self.offset = int(epoch), 0
+        while self.offset < self.n:
+            self.offset += 1
+            yield int(order[self.offset - 1])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "offset": self.offset, "n": self.n, "batch_size": self.batch_size,
-                "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        return {"epoch": self.epoch, "offset": self.offset, "n": self.n, "seed": self.seed, "shuffle": self.shuffle}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a position; the dataset size must match (a different data set cannot resume)."""
-        if int(state.get("n", self.n)) != self.n:
+        """Restore a position; the data settings must match (a different data set cannot resume)."""
+        if int(state["n"]) != self.n:
             raise ValueError(f"data-loader state is for {state['n']} records, but the dataset has {self.n}")
-        for key in ("seed", "shuffle", "batch_size", "drop_last"):
-            if key in state and state[key] != getattr(self, key):
+        for key in ("seed", "shuffle"):
+            if state[key] != getattr(self, key):
                 raise ValueError(f"data-loader state has {key}={state[key]!r} but the loader has "
                                  f"{getattr(self, key)!r}; resume with the same data settings")
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
@@ -96,26 +81,17 @@ def _as_list(batch: list[Record]) -> list[Record]:
     return list(batch)
 
 
-class StatefulDataLoader(DataLoader):
-    """``DataLoader`` over records (batch = ``list[Record]``) whose position can be saved and restored."""
-
-    batch_sampler: StatefulBatchSampler
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.batch_sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batch_sampler.load_state_dict(state)
-
-    @property
-    def epoch(self) -> int:
-        return self.batch_sampler.epoch
-
-
 def make_dataloader(records: Sequence[Record], batch_size: int, shuffle: bool = True, seed: int = 0,
                     drop_last: bool = False) -> StatefulDataLoader:
-    """A single-process loader yielding ``list[Record]`` batches; see :class:`StatefulBatchSampler`."""
-    dataset = RLDataset(records)
-    sampler = StatefulBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    # num_workers=0: the sampler advances only when a batch is taken, so its state is exact
-    return StatefulDataLoader(dataset, batch_sampler=sampler, collate_fn=_as_list, num_workers=0)
+    """A single-process ``StatefulDataLoader`` yielding ``list[Record]`` batches in :class:`EpochSampler`
+    order; ``loader.sampler.epoch`` is the epoch of the batch last handed out."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if drop_last and len(records) < batch_size:
+        raise ValueError(f"drop_last with {len(records)} records and batch_size {batch_size} gives no batch")
+    sampler = EpochSampler(len(records), shuffle=shuffle, seed=seed)
+    with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital on construction
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+        # num_workers=0: a batch is drawn only when it is taken, so the saved position is exact
+        return StatefulDataLoader(RLDataset(records), batch_size=batch_size, sampler=sampler,
+                                  drop_last=drop_last, collate_fn=_as_list, num_workers=0)

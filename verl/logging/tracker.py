@@ -240,6 +240,21 @@ class Tracker:
             self._wandb_run.log(clean, step=step)
         return clean
 
+    def rewind(self, step: int) -> int:
+        """Drop the ``metrics.jsonl`` rows logged after ``step`` (a run resumed from ``step``, or -1 for
+        a fresh start, logs them again); returns how many were dropped. Other backends keep theirs."""
+        if self._jsonl is None:
+            return 0
+        path = self.run_dir / "metrics.jsonl"
+        self._jsonl.close()
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        _atomic_write(path, "".join(f"{line}\n" for line in kept))
+        self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if len(lines) != len(kept):
+            logger.info("metrics.jsonl: dropped %d row(s) after step %d", len(lines) - len(kept), step)
+        return len(lines) - len(kept)
+
     @staticmethod
     def format_line(metrics: Mapping[str, float], step: int) -> str:
         """Compact one-line summary: known key metrics under short names, then validation accuracies."""

@@ -63,6 +63,14 @@ def merge_from_workers(outputs: list[Any], pad: int, padded_len: int) -> Any:
     return merged.unpad(pad * rows_per_input)
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process died while running a method of the group."""
+
+    def __init__(self, rank: int, phase: str, cause: str, log: str | None) -> None:
+        self.rank, self.phase, self.cause, self.log = rank, phase, cause, log
+        super().__init__(f"worker rank {rank} died during {phase}: {cause} (log: {log or 'Ray session logs'})")
+
+
 class WorkerGroup:
     """Exposes the registered methods of ``worker_cls`` on the group with their fan-out.
 

@@ -16,7 +16,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from verl.single_controller.dispatch import WorkerGroup
+from verl.single_controller.dispatch import WorkerDiedError, WorkerGroup
 from verl.single_controller.worker import INIT_METHOD_ENV, WORKER_LOG_ENV, loopback_env
 
 logger = logging.getLogger("verl.single_controller")
@@ -64,14 +64,6 @@ class ResourcePool:
 
     def release(self) -> None:
         remove_placement_group(self.pg)
-
-
-class WorkerDiedError(RuntimeError):
-    """A worker process died while running a method of the group."""
-
-    def __init__(self, rank: int, phase: str, cause: str, log: str | None) -> None:
-        self.rank, self.phase, self.cause, self.log = rank, phase, cause, log
-        super().__init__(f"worker rank {rank} died during {phase}: {cause} (log: {log or 'Ray session logs'})")
 
 
 def _death_cause(err: Exception) -> str:

@@ -4,26 +4,35 @@
 
 Works for a checkpoint saved at any world size (DCP reshards on load). The base model folder (config,
 processor, tokenizer, chat template) defaults to the one recorded in the checkpoint's trainer state.
+The DCP metadata is a pickle: a folder outside ``checkpoints/`` (where runs write theirs) is refused
+unless ``--trust-checkpoint`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-import verl  # noqa: F401  (torchvision compat shim)
-from verl.checkpoint import load_trainer_state
+from verl.checkpoint import check_trusted, load_trainer_state
+
+TRUSTED_ROOT = "checkpoints"
 
 
-def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None) -> Path:
-    """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it."""
+def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None,
+                      trust: bool = False) -> Path:
+    """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it.
+
+    ``trust``: also load a folder outside ``checkpoints/`` (its pickled DCP metadata runs code).
+    """
     import torch.distributed as dist
 
     from verl.workers.actor import FSDPActor
 
     step = Path(step_dir)
+    check_trusted(step, TRUSTED_ROOT, trust, "--trust-checkpoint")
     state = load_trainer_state(step)
     base = base_model or state.get("model_path")
     if not base:
@@ -42,14 +51,24 @@ def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, b
     return Path(out_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step_dir", help="a global_step_N folder")
     p.add_argument("out_dir")
     p.add_argument("--base-model", default=None, help="model folder the run started from")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a checkpoint from outside checkpoints/ (its DCP metadata is a pickle: trusted sources only)")
     a = p.parse_args(argv)
-    print(f"exported to {export_checkpoint(a.step_dir, a.out_dir, a.base_model)}")
+    try:
+        out = export_checkpoint(a.step_dir, a.out_dir, a.base_model, trust=a.trust_checkpoint)
+    except (OSError, ValueError) as err:
+        if os.environ.get("VERL_DEBUG") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

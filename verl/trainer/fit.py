@@ -78,6 +78,8 @@ class Trainer:
         self.steps_per_epoch = len(self.dataloader)
         self.total_steps = derive_total_steps(config, len(train_records))  # before the workers build schedules
         self.global_step = 0
+        self.base_val: dict[str, float] = {}  # validation before training (trainer state: kept on resume)
+        self.last_val: dict[str, float] = {}  # the latest validation
         self.wg = None
         self.worker_info: list[dict] = []
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, keep=config.trainer.max_actor_ckpt_to_keep)
@@ -117,16 +119,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
-        """Train for ``total_steps`` steps; returns the base → adapted validation summary."""
-        cfg = self.config
+        """Train for ``total_steps`` steps; returns the base → adapted validation summary.
+
+        The last step validates; each step's row is logged before its checkpoint is saved, so a run
+        resumed from step k re-logs exactly the steps after k (the tracker drops the later rows).
+        """
+        t = self.config.trainer
         self._maybe_resume()
-        if self.guard is not None and cfg.trainer.guard.action == "rollback" and self.ckpt.latest_step() is None:
+        self.tracker.rewind(self.global_step if self.global_step > 0 else -1)
+        if self.guard is not None and t.guard.action == "rollback" and self.ckpt.latest_step() is None:
             self.save_checkpoint()  # the base: a rollback target that passes by definition
-        base_val: dict[str, float] = {}
-        if cfg.trainer.val_before_train and self.global_step == 0 and self.val_records:
-            base_val = self.validate()
-            self.tracker.log(base_val, step=0)
-        last_val = base_val
+        if t.val_before_train and self.global_step == 0 and self.val_records:
+            self.base_val = self.validate()
+            self.tracker.log(self.base_val, step=0)
         progress = self.tracker.progress(self.total_steps, initial=self.global_step)
         stop = False
         while self.global_step < self.total_steps and not stop:
@@ -134,25 +139,20 @@ class Trainer:
                 self.global_step += 1
                 metrics, timing = self.train_step(batch_records)
                 stop = self._act_on_guard(metrics)
-                if cfg.trainer.test_freq > 0 and self.global_step % cfg.trainer.test_freq == 0:
+                last = stop or self.global_step >= self.total_steps
+                if self.val_records and (last or (t.test_freq > 0 and self.global_step % t.test_freq == 0)):
                     with timed("testing", timing):
-                        last_val = self.validate()
-                    metrics.update(last_val)
-                if cfg.trainer.save_freq > 0 and self.global_step % cfg.trainer.save_freq == 0:
-                    with timed("save_checkpoint", timing):
-                        self.save_checkpoint()
+                        self.last_val = self.validate()
+                    metrics.update(self.last_val)
                 metrics.update(timing)
                 self.tracker.log(metrics, step=self.global_step)
+                if t.save_freq > 0 and (last or self.global_step % t.save_freq == 0):
+                    self.save_checkpoint()
                 progress.update(1)
-                if stop or self.global_step >= self.total_steps:
+                if last:
                     break
         progress.close()
-        if self.val_records and (cfg.trainer.test_freq <= 0 or self.global_step % cfg.trainer.test_freq != 0):
-            last_val = self.validate()
-            self.tracker.log(last_val, step=self.global_step)
-        if cfg.trainer.save_freq > 0 and self.ckpt.latest_step() != self.global_step:
-            self.save_checkpoint()
-        summary = M.base_vs_adapted(base_val, last_val)
+        summary = M.base_vs_adapted(self.base_val, self.last_val or self.base_val)
         self.tracker.summary(summary)
         return summary
 
@@ -197,7 +197,7 @@ class Trainer:
         if self.guard is not None:
             metrics.update(self.guard.observe(step_stats(votes, metrics["response_length/mean"])))
         metrics["training/global_step"] = self.global_step
-        metrics["training/epoch"] = self.dataloader.epoch
+        metrics["training/epoch"] = self.dataloader.sampler.epoch
         return metrics, timing
 
     # ------------------------------------------------------------------ validation
@@ -267,14 +267,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        """Actor shards + optimizer + scheduler (workers), then data position, RNG and step (here).
+        """Actor shards + optimizer + scheduler (workers), then data position, RNG, step and the base
+        validation (here); a run's last checkpoint also holds its summary.
 
         ``extra``: more driver state stored with it (the online protocol's stream position).
         """
         folder = self.ckpt.prepare(self.global_step)
         self.wg.save_checkpoint(str(folder))
         state = {"step": self.global_step, "dataloader": self.dataloader.state_dict(), "rng": rng_state(),
-                 "model_path": self.config.actor_rollout_ref.model.path}
+                 "model_path": self.config.actor_rollout_ref.model.path, "base_val": self.base_val}
+        if self.last_val and self.global_step >= self.total_steps:
+            state["summary"] = M.base_vs_adapted(self.base_val, self.last_val)
         if self.guard is not None:
             state["guard"] = {"passed": self.guard.passing, "state": self.guard.state_dict(),
                               "events": self.guard_events}
@@ -286,13 +289,34 @@ class Trainer:
         folder = self.ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
         if folder is None:
             return None
+        self.ckpt.check_trusted(folder, t.trust_checkpoint)
         state = self.ckpt.load(folder)
         self.wg.load_checkpoint(str(folder))
         self.global_step = int(state["step"])
         self.dataloader.load_state_dict(state["dataloader"])
         set_rng_state(state["rng"])
+        self.base_val = dict(state["base_val"])
         if self.guard is not None and "guard" in state:
             self.guard.load_state_dict(state["guard"]["state"])
             self.guard_events = list(state["guard"]["events"])
         logger.info("resumed from %s at step %d", folder, self.global_step)
         return state
+
+
+def finished_summary(config: RLConfig, num_prompts: int) -> dict[str, float] | None:
+    """The summary of a run whose checkpoint to resume from is its last step (nothing left to do),
+    read from the trainer state (JSON) without starting workers; None otherwise.
+
+    Also refuses, before anything starts, a resume folder outside ``default_local_dir`` without
+    ``trainer.trust_checkpoint`` (:func:`verl.checkpoint.check_trusted`).
+    """
+    t = config.trainer
+    ckpt = CheckpointManager(t.default_local_dir, keep=t.max_actor_ckpt_to_keep)
+    folder = ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
+    if folder is None:
+        return None
+    ckpt.check_trusted(folder, t.trust_checkpoint)
+    state = ckpt.load(folder)
+    if int(state["step"]) < derive_total_steps(config, num_prompts) or "summary" not in state:
+        return None
+    return dict(state["summary"])

@@ -30,22 +30,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_data(cfg: RLConfig):
-    """Read and validate the adaptation (train) and validation records; returns (train, val)."""
+    """Read the adaptation (train) and validation records, check the model folder, validate the
+    records with its processor; returns (train, val). Errors name the file and record (or the key)."""
     from verl.data.formats import load_records
-    from verl.data.validate import validate_records
-    from verl.models.load import load_processor
 
-    processor = load_processor(cfg.actor_rollout_ref.model.path, trust_remote_code=cfg.actor_rollout_ref.model.trust_remote_code)
-    out = []
-    for files in (cfg.data.train_files, cfg.data.val_files):
-        records = load_records(list(files), format=cfg.data.format, image_root=cfg.data.image_root)
+    loaded = []
+    for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
+        if not files:
+            raise ValueError(f"{key} is empty")
+        records = []
+        for file in files:
+            file_records = load_records([file], format=cfg.data.format, image_root=cfg.data.image_root)
+            if not file_records:
+                raise ValueError(f"{file}: no records ({key})")
+            records.extend(file_records)
         if cfg.data.max_samples and cfg.data.max_samples > 0:
             records = records[: cfg.data.max_samples]
+        loaded.append((key, files, records))
+    from verl.data.validate import validate_records
+    from verl.models.load import check_model_folder, load_processor
+
+    model = cfg.actor_rollout_ref.model
+    try:
+        check_model_folder(model.path)
+        processor = load_processor(model.path, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"actor_rollout_ref.model.path: {err}") from err
+    out = []
+    for key, files, records in loaded:
         records, report = validate_records(
             records, processor=processor, max_prompt_length=cfg.data.max_prompt_length, on_invalid=cfg.data.on_invalid
         )
         if report.skipped:
             logger.warning("skipped records in %s: %s", list(files), report.skipped)
+        if not records:
+            raise ValueError(f"{key}: every record of {list(files)} was skipped as invalid")
         out.append(records)
     if cfg.data.train_subset > 0:
         out[0] = pick_subset(out[0], cfg.data.train_subset, cfg.data.seed)
@@ -75,6 +94,7 @@ def worker_env() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no weight-loading bars (transformers reads it too)
     }
 
 
@@ -90,9 +110,12 @@ def init_ray(cfg: RLConfig) -> bool:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    from verl.logging.engine_logs import route_engine_logs
+
     if ray.is_initialized():
         return False
-    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
+    route_engine_logs(Path(t.log_dir) / t.project_name / t.experiment_name)  # after Ray's import-time set-up
+    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": False, "configure_logging": False}
     if t.ray_address:
         ray.init(address=t.ray_address, **kwargs)
     else:
@@ -106,22 +129,41 @@ def init_ray(cfg: RLConfig) -> bool:
     return True
 
 
+def prepare(cfg: RLConfig) -> tuple[list, list, dict[str, float] | None]:
+    """Everything that can fail on the user's input, before any worker starts: the data, the model
+    folder and the checkpoint to resume from. Returns (train, val, summary of a finished run or None)."""
+    from verl.trainer.fit import finished_summary
+
+    train, val = load_data(cfg)
+    return train, val, finished_summary(cfg, len(train))
+
+
 def run(cfg: RLConfig) -> dict[str, float]:
     """Run one training job from a finalized config; returns the summary."""
+    train, val, done = prepare(cfg)
+    return train_and_report(cfg, train, val, done)
+
+
+def train_and_report(cfg: RLConfig, train: list, val: list, done: dict[str, float] | None) -> dict[str, float]:
+    """Start the workers, train, print base -> adapted; a finished run (``done``) is reported, not re-run."""
     from verl.logging.tracker import Tracker
     from verl.trainer.fit import Trainer
 
-    train, val = load_data(cfg)
+    t = cfg.trainer
+    log_folder = Path(t.log_dir) / t.project_name / t.experiment_name
+    if done is not None:
+        print(f"run {t.project_name}/{t.experiment_name} is already finished (its checkpoint is at the last "
+              f"step, in {t.default_local_dir}); nothing changed")
+        print_summary(done, log_folder)
+        return done
     logger.info("data: %d adaptation prompts, %d validation prompts", len(train), len(val))
-    tracker = Tracker(
-        cfg.trainer.project_name,
-        cfg.trainer.experiment_name,
-        list(cfg.trainer.logger),
-        log_dir=cfg.trainer.log_dir,
-        config=cfg,
-    )
+    tracker = Tracker(t.project_name, t.experiment_name, list(t.logger), log_dir=t.log_dir, config=cfg)
     started_ray = False
-    if cfg.trainer.backend == "local":
+    logger.info("engine and worker logs: %s", log_folder)
+    if t.backend == "local":
+        from verl.logging.engine_logs import route_engine_logs
+
+        route_engine_logs(log_folder)
         for key, value in worker_env().items():
             os.environ.setdefault(key, value)
     else:
@@ -137,7 +179,7 @@ def run(cfg: RLConfig) -> dict[str, float]:
             import ray
 
             ray.shutdown()
-    print_summary(summary, Path(cfg.trainer.log_dir) / cfg.trainer.project_name / cfg.trainer.experiment_name)
+    print_summary(summary, log_folder)
     return summary
 
 
@@ -151,15 +193,36 @@ def print_summary(summary: dict[str, float], log_folder: Path) -> None:
     print(f"logs: {log_folder}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (2: bad config, data or model; 130: interrupted)."""
+    from verl.single_controller.dispatch import WorkerDiedError
+
     args = parse_args(argv)
     logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
-    if args.cfg:
-        print(to_yaml(cfg))
-        return
-    run(cfg)
+    debug = os.environ.get("VERL_DEBUG") == "1"
+    try:
+        cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
+        if args.cfg:
+            print(to_yaml(cfg))
+            return 0
+        train, val, done = prepare(cfg)
+    except (OSError, ValueError) as err:  # ConfigError and the data / model errors name what and where
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        train_and_report(cfg, train, val, done)
+    except WorkerDiedError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: workers stopped", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
