@@ -37,8 +37,9 @@ def test_local_backend_runs_without_ray(tiny_vlm_path, digits_dir, tmp_path):
     """trainer.backend=local: trains in one process; Ray is never imported and no Ray process starts."""
     args = [*CONFIG, *overrides(tiny_vlm_path("qwen2_5_vl"), digits_dir, tmp_path, "trainer.backend=local",
                                 "trainer.n_gpus_per_node=1", "trainer.total_training_steps=2")]
-    code = ("import sys, runpy; sys.argv = ['main', *sys.argv[1:]]; runpy.run_module('verl.trainer.main', "
-            "run_name='__main__'); print('ray imported:', 'ray' in sys.modules)")
+    code = ("import sys, runpy\nsys.argv = ['main', *sys.argv[1:]]\ntry:\n"
+            "    runpy.run_module('verl.trainer.main', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print('ray imported:', 'ray' in sys.modules)\n    sys.exit(e.code)")
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: set[str] = set()
