@@ -95,6 +95,9 @@ def worker_env() -> dict[str, str]:
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no weight-loading bars (transformers reads it too)
+        # A Ray worker's output goes to its log file, vLLM's own handler included; the local backend's
+        # driver keeps the 0 that route_engine_logs set (its vLLM logger writes to engine.log).
+        "VLLM_CONFIGURE_LOGGING": "1",
     }
 
 
