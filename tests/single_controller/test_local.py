@@ -71,3 +71,6 @@ def test_death_cause_is_the_exit_detail():
             "potential root causes.")
     assert _death_cause(RuntimeError(text)) == "Worker unexpectedly exits with a connection error code 2"
     assert _death_cause(RuntimeError("boom\nmore")) == "boom"
+    oom = ("1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: 127.0.0.1) was "
+           "21.48GB used / 23.54GB limit (0.912497)\nOOM kill reason: ...")
+    assert _death_cause(RuntimeError(oom)) == "1 worker(s) were killed due to the node running low on memory"

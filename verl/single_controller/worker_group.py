@@ -72,7 +72,7 @@ def _death_cause(err: Exception) -> str:
     for marker in ("Worker exit detail:", "The actor is dead because"):
         if marker in text:
             return text.split(marker, 1)[1].strip().split(". ")[0].strip().rstrip(".")
-    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
 
 
 class RayWorkerGroup(WorkerGroup):
@@ -136,7 +136,7 @@ class RayWorkerGroup(WorkerGroup):
             for ref in ready:
                 try:
                     ray.get(ref)
-                except ray.exceptions.RayActorError as err:
+                except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # OOM: Ray killed it
                     rank = refs.index(ref)
                     raise WorkerDiedError(rank, phase, _death_cause(err), self.logs[rank]) from None
         return ray.get(refs)
