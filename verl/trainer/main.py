@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from verl.config.loader import load_config, to_yaml
@@ -118,6 +119,8 @@ def init_ray(cfg: RLConfig) -> bool:
     if ray.is_initialized():
         return False
     route_engine_logs(Path(t.log_dir) / t.project_name / t.experiment_name)  # after Ray's import-time set-up
+    # Zero-copy tensors (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS) arrive read-only by design; torch warns about it.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
     kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": False, "configure_logging": False}
     if t.ray_address:
         ray.init(address=t.ray_address, **kwargs)
