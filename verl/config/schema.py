@@ -47,6 +47,12 @@ class ModelConfig:
     freeze_vision_tower: bool = False
     freeze_projector: bool = False
     attn_implementation: str = "sdpa"
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of all weights (verl/workers/lora.py)
+    lora_alpha: float = 16.0  # LoRA scale = lora_alpha / lora_rank
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # language-model Linear names
+    lora_vision_tower: bool = False  # also adapt every Linear of the vision tower
+    lora_projector: bool = False  # also adapt every Linear of the projector
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Export a training checkpoint to a plain Hugging Face folder that transformers and vLLM load.
 
+A LoRA checkpoint (``actor_rollout_ref.model.lora_rank > 0``) exports the merged model to ``out_dir`` and
+the peft adapter to ``out_dir/adapter``.
+
     python -m verl.trainer.export checkpoints/ttrv/cpu_tiny/global_step_40 exported/ [--base-model PATH]
 
 Works for a checkpoint saved at any world size (DCP reshards on load). The base model folder (config,
@@ -30,6 +33,7 @@ def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, b
     import torch.distributed as dist
 
     from verl.workers.actor import FSDPActor
+    from verl.workers.lora import lora_enabled, model_config_for
 
     step = Path(step_dir)
     check_trusted(step, TRUSTED_ROOT, trust, "--trust-checkpoint")
@@ -42,7 +46,8 @@ def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, b
         store = tempfile.mkdtemp(prefix="verl_export_")
         dist.init_process_group("gloo", init_method=f"file://{store}/pg", rank=0, world_size=1)
     try:
-        policy = FSDPActor(str(base), None, device="cpu", role="ref")
+        model_cfg = model_config_for(step / "actor", str(base))  # LoRA checkpoints hold only the adapters
+        policy = FSDPActor(model_cfg, None, device="cpu", role="actor" if lora_enabled(model_cfg) else "ref")
         policy.load_model_weights(step / "actor")
         policy.export_hf(out_dir)
     finally:

@@ -44,6 +44,7 @@ from verl.workers.fsdp_utils import (
     np_rng_from_tensors,
     np_rng_to_tensors,
 )
+from verl.workers.lora import apply_lora, lora_enabled, lora_scale, merge_lora, save_adapter, write_meta
 from verl.workers.micro_batch import token_micro_batches
 
 logger = logging.getLogger("verl.workers.actor")
@@ -112,6 +113,9 @@ class FSDPActor:
             load_kwargs["trust_remote_code"] = True
         hf, self.processor = load_vlm(self.model_path, **load_kwargs)
         self.hf = hf
+        self.lora = role == "actor" and lora_enabled(model_config)  # adapters only; the base stays frozen
+        if self.lora:
+            apply_lora(hf, model_config)
         if role == "ref":
             hf.requires_grad_(False)
         else:
@@ -387,6 +391,8 @@ class FSDPActor:
         Qwen2-VL / Qwen2.5-VL mappers accept); ``checkpoint_names=True`` maps them to the names
         ``save_pretrained`` writes (transformers' reverse key conversion; materialises the whole dict)."""
         it = iter_full_tensors(self.module, prefix=_PREFIX)
+        if self.lora:  # merged weights under the base model's names
+            it = merge_lora(it, lora_scale(self.model_cfg))
         if not checkpoint_names:
             yield from it
             return
@@ -411,6 +417,9 @@ class FSDPActor:
         if self.rank == 0:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
+            if self.lora:  # <out>/adapter (peft) beside the merged model in <out>
+                save_adapter(out / "adapter", self.hf, sd.items(), self.model_cfg, self.model_path)
+                sd = dict(merge_lora(sd.items(), lora_scale(self.model_cfg)))
             src = Path(self.model_path)
             if src.is_dir():  # processor, tokenizer, chat template, generation config, exactly as the source
                 for f in src.iterdir():
@@ -429,6 +438,12 @@ class FSDPActor:
             dist.barrier()
 
     # ------------------------------------------------------------------ checkpoints
+    def _ckpt_options(self):
+        """With LoRA a checkpoint holds only the trainable tensors (the adapters); the base is ``model.path``."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(ignore_frozen_params=self.lora, strict=not self.lora)
+
     def save_checkpoint(self, ckpt_dir: str | os.PathLike) -> None:
         """Sharded model + optimizer via DCP; scheduler + RNG per rank (``extra_state_rank{r}.pt``)."""
         import torch.distributed.checkpoint as dcp
@@ -437,7 +452,7 @@ class FSDPActor:
         path = Path(ckpt_dir)
         path.mkdir(parents=True, exist_ok=True)
         if self.optimizer is not None:
-            msd, osd = get_state_dict(self.module, self.optimizer)
+            msd, osd = get_state_dict(self.module, self.optimizer, options=self._ckpt_options())
             state = {"model": msd, "optim": osd}
         else:
             state = {"model": self.module.state_dict()}
@@ -449,6 +464,8 @@ class FSDPActor:
         if self.scheduler is not None:
             extra["scheduler"] = self.scheduler.state_dict()
         torch.save(extra, path / f"extra_state_rank{self.rank}.pt")
+        if self.lora and self.rank == 0:
+            write_meta(path, self.model_cfg)
 
     def load_checkpoint(self, ckpt_dir: str | os.PathLike) -> None:
         """Inverse of :meth:`save_checkpoint` (same world size for the RNG / scheduler files)."""
@@ -459,11 +476,11 @@ class FSDPActor:
         if not (path / "dcp").is_dir():
             raise FileNotFoundError(f"no actor checkpoint under {path} (missing {path / 'dcp'})")
         if self.optimizer is not None:
-            msd, osd = get_state_dict(self.module, self.optimizer)
+            msd, osd = get_state_dict(self.module, self.optimizer, options=self._ckpt_options())
             state = {"model": msd, "optim": osd}
             dcp.load(state, checkpoint_id=str(path / "dcp"))
             set_state_dict(self.module, self.optimizer, model_state_dict=state["model"],
-                           optim_state_dict=state["optim"])
+                           optim_state_dict=state["optim"], options=self._ckpt_options())
         else:
             state = {"model": self.module.state_dict()}
             dcp.load(state, checkpoint_id=str(path / "dcp"))
@@ -488,6 +505,6 @@ class FSDPActor:
         path = Path(ckpt_dir)
         if not (path / "dcp").is_dir():
             raise FileNotFoundError(f"no actor checkpoint under {path} (missing {path / 'dcp'})")
-        state = {"model": get_model_state_dict(self.module)}
+        state = {"model": get_model_state_dict(self.module, options=self._ckpt_options())}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
-        set_model_state_dict(self.module, state["model"])
+        set_model_state_dict(self.module, state["model"], options=self._ckpt_options())

@@ -17,6 +17,7 @@ from verl.protocol import DataProto
 from verl.single_controller import Dispatch, Worker, register
 from verl.utils.device import dist_backend, resolve_device
 from verl.utils.seed import set_seed
+from verl.workers.lora import adapters_disabled, count_parameters
 
 logger = logging.getLogger("verl.workers")
 
@@ -45,7 +46,7 @@ class ActorRolloutRefWorker(Worker):
         set_seed(cfg.trainer.seed + self.rank)
         arr = cfg.actor_rollout_ref
         self.actor = FSDPActor(arr.model, arr.actor, device=self.device, role="actor")
-        if arr.ref.enable:
+        if arr.ref.enable and arr.model.lora_rank == 0:  # with LoRA the reference is the actor, adapters off
             self.ref = FSDPActor(arr.model, arr.actor, device=self.device, role="ref")
         self.rollout = make_rollout(
             arr.rollout.name,
@@ -55,7 +56,9 @@ class ActorRolloutRefWorker(Worker):
             device=self.device,
             seed=cfg.trainer.seed + 1000 * self.rank,
         )
-        return {"rank": self.rank, "rollout": type(self.rollout).__name__, "device": self.device}
+        trainable, total = count_parameters(self.actor.module)
+        return {"rank": self.rank, "rollout": type(self.rollout).__name__, "device": self.device,
+                "trainable_params": trainable, "total_params": total}
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
@@ -77,7 +80,12 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_ref_log_prob(self, data: DataProto) -> DataProto:
-        """Log-probs of the responses under the frozen reference policy: ``ref_log_prob``."""
+        """Log-probs of the responses under the frozen reference policy: ``ref_log_prob`` (with LoRA: the
+        actor with its adapters switched off)."""
+        if self.actor.lora:
+            with adapters_disabled(self.actor.hf):
+                log_probs, _ = self.actor.compute_log_prob(data, calc_entropy=False)
+            return DataProto.from_dict(tensors={"ref_log_prob": log_probs})
         if self.ref is None:
             raise RuntimeError("compute_ref_log_prob called but the reference policy is disabled")
         log_probs, _ = self.ref.compute_log_prob(data, calc_entropy=False)

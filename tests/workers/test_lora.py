@@ -1,0 +1,143 @@
+"""LoRA helpers on a tiny VLM (no FSDP): targets, frozen base, adapters-off = base, merged weights and
+the peft adapter folder reproduce the adapted model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from verl.config.schema import ModelConfig
+from verl.models.load import load_vlm
+from verl.workers import lora as L
+
+
+def _adapted(path, **kw):
+    model, _ = load_vlm(path, dtype=torch.float32, device="cpu")
+    cfg = ModelConfig(path=str(path), lora_rank=4, lora_alpha=8.0, **kw)
+    L.apply_lora(model, cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:  # B starts at 0 (adapted == base); give it a value to test the maths
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model, cfg
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.fixture
+def ids():
+    return torch.randint(10, 200, (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+def test_targets_and_frozen_base(tiny_vlm_path):
+    path = tiny_vlm_path("qwen2_5_vl")
+    model, cfg = _adapted(path)
+    names = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
+    assert names and all(".language_model." in n for n in names)
+    trainable, total = L.count_parameters(model)
+    assert 0 < trainable < total / 5
+    assert all(L.is_lora_param(n) == p.requires_grad for n, p in model.named_parameters())
+    both, _ = _adapted(path, lora_vision_tower=True, lora_projector=True)
+    mods = [n for n, _ in both.named_modules() if n.endswith(".lora_A")]
+    assert any(".visual.blocks." in n for n in mods) and any(".visual.merger." in n for n in mods)
+    with pytest.raises(ValueError, match="target_modules"):
+        _adapted(path, target_modules=["nope"])
+
+
+def test_adapters_off_is_the_base_and_merge_reproduces_the_adapted(tiny_vlm_path, ids, tmp_path):
+    path = tiny_vlm_path("qwen2_5_vl")
+    base, _ = load_vlm(path, dtype=torch.float32, device="cpu")
+    model, cfg = _adapted(path)
+    adapted = _logits(model, ids)
+    assert not torch.allclose(adapted, _logits(base, ids), atol=1e-4)
+    with L.adapters_disabled(model):
+        torch.testing.assert_close(_logits(model, ids), _logits(base, ids))
+    torch.testing.assert_close(_logits(model, ids), adapted)  # switched back on
+    merged = dict(L.merge_lora(model.state_dict().items(), L.lora_scale(cfg)))
+    assert merged.keys() == base.state_dict().keys()
+    fresh, _ = load_vlm(path, dtype=torch.float32, device="cpu")
+    fresh.load_state_dict(merged, strict=True)
+    torch.testing.assert_close(_logits(fresh, ids), adapted, atol=1e-5, rtol=1e-4)
+
+    from peft import PeftModel
+
+    folder = L.save_adapter(tmp_path / "adapter", model, model.state_dict().items(), cfg, str(path))
+    again, _ = load_vlm(path, dtype=torch.float32, device="cpu")
+    peft_model = PeftModel.from_pretrained(again, str(folder))
+    torch.testing.assert_close(_logits(peft_model, ids), adapted, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- end to end (trainer, checkpoints, export)
+def _fit(ray_needed, model, data, tmp, *extra):
+    import json
+    from pathlib import Path
+
+    from verl.config.loader import load_config
+    from verl.data.formats import load_records
+    from verl.logging.tracker import Tracker
+    from verl.trainer.fit import Trainer
+
+    files = f"[{data / 'test_noise_mc.json'}]"
+    cfg = load_config("ttrv_cpu_tiny", [
+        f"actor_rollout_ref.model.path={model}", f"data.train_files={files}", f"data.val_files={files}",
+        "data.train_batch_size=2", "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=4",
+        "actor_rollout_ref.rollout.val_sample_n=1", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.rollout.name=hf", "trainer.n_gpus_per_node=1", "trainer.val_before_train=false",
+        "actor_rollout_ref.model.lora_rank=8", "actor_rollout_ref.model.lora_alpha=16",
+        "actor_rollout_ref.actor.optim.lr=1e-2", f"trainer.default_local_dir={tmp / 'ckpt'}",
+        f"trainer.log_dir={tmp / 'logs'}", "trainer.logger=[jsonl]", *extra,
+    ], config_dir=str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "config"))
+    recs = load_records([data / "test_noise_mc.json"])[:6]
+    tracker = Tracker(cfg.trainer.project_name, cfg.trainer.experiment_name, ["jsonl"], log_dir=cfg.trainer.log_dir,
+                      config=cfg)
+    trainer = Trainer(cfg, recs, recs[:2], tracker)
+    try:
+        trainer.init_workers()
+        trainer.fit()
+        weights = trainer.wg.full_state_dict()[0]
+    finally:
+        trainer.close()
+        tracker.finish()
+    rows = [json.loads(x) for x in (tracker.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return trainer.worker_info[0], weights, rows
+
+
+@pytest.mark.slow
+def test_lora_run_on_ray_and_local_resume_and_export(ray_local, tiny_vlm_path, digits_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from peft import PeftModel
+
+    model = tiny_vlm_path("qwen2_5_vl")
+    base, _ = load_vlm(model, dtype=torch.float32, device="cpu")
+    info, full, rows = _fit(True, model, digits_dir, tmp_path / "ray", "trainer.backend=ray",
+                            "trainer.total_training_steps=4")
+    assert 0 < info["trainable_params"] < info["total_params"] / 5
+    assert full.keys() == base.state_dict().keys()  # the rollout / sync names are the base model's
+    assert any(not np.allclose(full[k], base.state_dict()[k].numpy()) for k in full)  # it trained
+    steps = [r for r in rows if "actor/pg_loss" in r]
+    assert len(steps) == 4 and "actor/kl_loss" in steps[-1]  # reference = the base (adapters off)
+    # killed after step 2 (its last checkpoint), resumed on the local backend: the same weights
+    cut = ("trainer.backend=local", "trainer.save_freq=2")
+    _fit(False, model, digits_dir, tmp_path / "cut", "trainer.total_training_steps=2", *cut)
+    ckpt = tmp_path / "cut" / "ckpt" / "global_step_2" / "actor"
+    assert (ckpt / L.META_FILE).is_file()
+    _, resumed, _ = _fit(False, model, digits_dir, tmp_path / "cut", "trainer.total_training_steps=4", *cut)
+    for k in full:
+        np.testing.assert_allclose(resumed[k], full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # the checkpoint holds the adapters only; export writes the merged model and the adapter
+    out = tmp_path / "exported"
+    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(ckpt.parent.parent / "global_step_4"), str(out)],
+                   check=True, timeout=300)
+    merged, _ = load_vlm(out, dtype=torch.float32, device="cpu")
+    for k, v in merged.state_dict().items():
+        np.testing.assert_allclose(v.numpy(), full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    ids = torch.randint(10, 200, (2, 12), generator=torch.Generator().manual_seed(1))
+    peft_model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    torch.testing.assert_close(_logits(peft_model, ids), _logits(merged, ids), atol=1e-5, rtol=1e-4)
