@@ -207,17 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     debug = os.environ.get("VERL_DEBUG") == "1"
     try:
-        cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
-        if args.cfg:
-            print(to_yaml(cfg))
-            return 0
-        train, val, done = prepare(cfg)
-    except (OSError, ValueError) as err:  # ConfigError and the data / model errors name what and where
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
+        try:
+            cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
+            if args.cfg:
+                print(to_yaml(cfg))
+                return 0
+            train, val, done = prepare(cfg)
+        except (OSError, ValueError) as err:  # ConfigError and the data / model errors name what and where
+            if debug:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         train_and_report(cfg, train, val, done)
     except WorkerDiedError as err:
         if debug:
