@@ -5,7 +5,9 @@
 
 Builds a random-weight folder shaped like Qwen2.5-VL-3B (:mod:`verl.models.real_shape`, real tokenizer), writes
 ``--prompts`` multiple-choice prompts with one ``--image-size``² image each, runs ``--steps`` TTRV steps
-(gradient checkpointing, ``--votes`` votes, ``--train-votes`` of them trained, ``--response-len`` new tokens) and
+(gradient checkpointing, ``--votes`` votes, ``--train-votes`` of them trained, ``--response-len`` new tokens,
+shared-prompt forward, token-budget micro-batches, zero-advantage groups NOT skipped: random weights make the
+votes agree, and the check is about the cost of the update) and
 prints per step and for the steps after the first (warm-up):
 
 - seconds per phase (``timing_s/*``);
@@ -14,7 +16,8 @@ prints per step and for the steps after the first (warm-up):
   heads · layers) FLOPs of the update / update seconds / peak FLOP/s (measured with a bf16 matmul here, and the
   nominal dense bf16 peak when the device is known);
 - peak device memory; whether Ray / vLLM were imported (they must not be: ``--bare`` fails if they were);
-- the shared-prompt ratio from ``scripts/bench_ttrv_step.py`` when present (``--skip-bench`` to skip).
+- the shared-prompt ratio from ``scripts/bench_ttrv_step.py`` at the same depth (``--quick`` in ``--small``
+  mode) when present (``--skip-bench`` to skip).
 
 ``--json-out FILE`` writes every figure as JSON.
 """
@@ -52,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-votes", type=int, default=16, help="of them trained on (TTRV n)")
     p.add_argument("--response-len", type=int, default=8)
     p.add_argument("--image-size", type=int, default=448)
-    p.add_argument("--micro-batch", type=int, default=16, help="samples per forward/backward")
+    p.add_argument("--max-tokens", type=int, default=16384,
+                   help="tokens per forward/backward (ppo_ / log_prob_max_token_len_per_gpu; shared prompts once)")
     p.add_argument("--bare", action="store_true", help="fail if Ray or vLLM got imported")
     p.add_argument("--skip-bench", action="store_true", help="do not run scripts/bench_ttrv_step.py")
     p.add_argument("--json-out", default=None)
@@ -128,7 +132,8 @@ def run_bench(args: argparse.Namespace) -> str:
         return "skipped (--skip-bench)"
     if not script.is_file():
         return "n/a (scripts/bench_ttrv_step.py not present)"
-    cmd = [sys.executable, str(script), "--device", args.device] + (["--quick"] if args.small else [])
+    depth = ["--layers", str(args.layers or 36), "--vision-layers", str(args.vision_layers or 32)]
+    cmd = [sys.executable, str(script), "--device", args.device] + (["--quick"] if args.small else depth)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("shared-prompt speed-up")]
     if res.returncode or not lines:
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     small = {"hidden": 256, "vision_hidden": 160} if args.small else {}
     if args.small:
-        args.prompts, args.votes, args.train_votes, args.image_size, args.micro_batch = 2, 4, 4, 112, 8
+        args.prompts, args.votes, args.train_votes, args.image_size = 2, 4, 4, 112
         args.steps = min(args.steps, 2)
     dtype = "float32" if args.small else "bfloat16"
     folder = build_real_shape("qwen2.5-vl-3b", work / "model", layers=args.layers, vision_layers=args.vision_layers,
@@ -165,7 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"actor_rollout_ref.rollout.n={args.train_votes}", "actor_rollout_ref.rollout.name=hf",
         f"actor_rollout_ref.model.dtype={dtype}", f"actor_rollout_ref.actor.fsdp.param_dtype={dtype}",
         "actor_rollout_ref.model.enable_gradient_checkpointing=true",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={args.micro_batch}",
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={args.max_tokens}",
+        f"actor_rollout_ref.actor.log_prob_max_token_len_per_gpu={args.max_tokens}",
+        # random weights: all votes tend to agree on "no answer"; the check measures the update, so keep it
+        "actor_rollout_ref.actor.skip_zero_adv_groups=false",
         f"trainer.device={args.device}", "trainer.backend=local", "trainer.n_gpus_per_node=1", "trainer.nnodes=1",
         f"trainer.total_training_steps={args.steps}", "trainer.val_before_train=false", "trainer.test_freq=0",
         "trainer.save_freq=0", f"trainer.default_local_dir={work / 'ckpt'}", f"trainer.log_dir={work / 'logs'}",

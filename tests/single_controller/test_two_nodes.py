@@ -122,7 +122,7 @@ def train(out: Path, model: Path, data: Path, tmp: Path, *extra: str) -> tuple[d
     overrides = [f"actor_rollout_ref.model.path={model}", f"data.train_files=[{data}]", f"data.val_files=[{data}]",
                  "data.train_batch_size=2", "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=4",
                  "actor_rollout_ref.rollout.val_sample_n=1", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
-                 "actor_rollout_ref.rollout.name=hf", "trainer.total_training_steps=2", "trainer.val_before_train=false",
+                 "actor_rollout_ref.rollout.name=hf", "trainer.total_training_steps=1", "trainer.val_before_train=false",
                  "trainer.save_freq=0", f"trainer.default_local_dir={tmp / 'ckpt'}", f"trainer.log_dir={tmp / 'logs'}",
                  "trainer.device=cpu", *extra]
     env = {**os.environ, **RAY_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),

@@ -250,6 +250,8 @@ class FSDPActor:
 
         Parameters without a gradient (every group of the step skipped) get zeros, so the optimizer
         moves as it would with the zero-advantage groups present."""
+        if hasattr(self.module, "reshard"):  # FSDP2 keeps the root unsharded after a no-grad forward
+            self.module.reshard()  # (old / ref log-probs): without this, zeros_like below mixes Tensor and DTensor
         params = [p for p in self.module.parameters() if p.requires_grad]
         for p in params:
             if p.grad is None:
