@@ -11,7 +11,8 @@ votes agree, and the check is about the cost of the update) and
 prints per step and for the steps after the first (warm-up):
 
 - seconds per phase (``timing_s/*``);
-- tokens/s/GPU as EasyR1 counts them: prompt + response tokens of all samples / step seconds / GPUs;
+- tokens/s/GPU as EasyR1 counts them: prompt + response tokens of all trained samples / step seconds / GPUs
+  (``perf/throughput``), and the same over all ``--votes`` generated samples;
 - actor MFU as verl / EasyR1 estimate it: (6 · dense text parameters · tokens + 12 · Σ seqlen² · head_dim ·
   heads · layers) FLOPs of the update / update seconds / peak FLOP/s (measured with a bf16 matmul here, and the
   nominal dense bf16 peak when the device is known);
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     folder = build_real_shape("qwen2.5-vl-3b", work / "model", layers=args.layers, vision_layers=args.vision_layers,
                               full=args.layers is None, dtype=getattr(torch, dtype), device=args.device, **small)
     build_s = time.perf_counter() - t0
+    if args.device == "cuda":
+        torch.cuda.empty_cache()  # the build's weights are gone; start the run from a clean allocator
     data = write_data(work / "data", args.prompts, args.image_size)
     cfg = load_config("ttrv", [
         f"actor_rollout_ref.model.path={folder}", f"data.train_files=[{data}]", f"data.val_files=[{data}]",
@@ -184,15 +187,21 @@ def main(argv: list[str] | None = None) -> dict:
                       config=cfg)
     trainer = Trainer(cfg, records, [], tracker)
     seqlens: list[list[int]] = []
+    vote_tokens: list[int] = []
     try:
         trainer.init_workers()
-        update = trainer.wg.update_actor
+        update, generate = trainer.wg.update_actor, trainer.wg.generate_sequences
 
-        def spy(batch):
+        def spy_update(batch):
             seqlens.append([int(x) for x in batch.batch["attention_mask"].sum(-1)])
             return update(batch)
 
-        trainer.wg.update_actor = spy
+        def spy_generate(prompts):
+            out = generate(prompts)
+            vote_tokens.append(int(out.batch["attention_mask"].sum()))
+            return out
+
+        trainer.wg.update_actor, trainer.wg.generate_sequences = spy_update, spy_generate
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         trainer.fit()
@@ -208,18 +217,19 @@ def main(argv: list[str] | None = None) -> dict:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     nominal = next((v for k, v in NOMINAL_BF16_TFLOPS.items() if k in name), None)
     steps = []
-    for r, lens in zip(rows, seqlens):
+    for r, lens, votes in zip(rows, seqlens, vote_tokens):
         flops = text_flops(config, lens)
         steps.append({
             "step": int(r["step"]), **{f"{p}_s": r[f"timing_s/{p}"] for p in PHASES if f"timing_s/{p}" in r},
             "tokens": r["perf/total_num_tokens"], "tokens_per_s_per_gpu": r["perf/total_num_tokens"] / r["timing_s/step"],
+            "tokens_all_votes": votes, "tokens_all_votes_per_s_per_gpu": votes / r["timing_s/step"],
             "mfu_actor_measured_peak": flops / r["timing_s/update_actor"] / (peak * 1e12),
             "mfu_actor_nominal_peak": flops / r["timing_s/update_actor"] / (nominal * 1e12) if nominal else None,
         })
     steady = steps[1:] or steps
     summary = {
         "device": name, "model": "qwen2.5-vl-3b shape", "real_shape": json.loads((folder / "real_shape.json").read_text()),
-        "build_s": build_s, "steps": steps, "matmul_tflops": peak, "nominal_bf16_tflops": nominal,
+        "build_s": build_s, "steps": steps, "votes": args.votes, "train_votes": args.train_votes, "matmul_tflops": peak, "nominal_bf16_tflops": nominal,
         "mean_after_warmup": {k: float(np.mean([s[k] for s in steady])) for k in steady[0]
                               if k != "step" and steady[0][k] is not None},
         "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30) if args.device == "cuda" else None,
@@ -249,7 +259,8 @@ def print_summary(s: dict) -> None:
               + f"   {st['tokens_per_s_per_gpu']:12.1f}   {100 * st['mfu_actor_measured_peak']:6.2f} %")
     m = s["mean_after_warmup"]
     print(f"after warm-up: {m['step_s']:.3f} s/step, {m['tokens_per_s_per_gpu']:.1f} tokens/s/GPU "
-          f"(EasyR1 count: prompt + response tokens of all samples; EasyR1's published 3B: 1,800; goal 3,600)")
+          f"(EasyR1 count: prompt + response tokens of the trained samples; EasyR1's published 3B: 1,800; goal "
+          f"3,600); {m['tokens_all_votes_per_s_per_gpu']:.1f} counting all {s['votes']} votes per prompt")
     nominal = (f", {100 * m['mfu_actor_nominal_peak']:.2f} % of the nominal {s['nominal_bf16_tflops']:.0f}"
                if "mfu_actor_nominal_peak" in m else "")
     print(f"actor MFU: {100 * m['mfu_actor_measured_peak']:.2f} % of the measured {s['matmul_tflops']:.1f} TFLOP/s "

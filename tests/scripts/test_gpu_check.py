@@ -31,5 +31,6 @@ def test_gpu_check_cpu_smoke_mode(tmp_path):
         assert st["step_s"] >= st["update_actor_s"] > 0 and st["gen_s"] > 0 and st["ref_s"] > 0
         # 2 prompts x 4 votes, each prompt 16 image tokens (112 px) + text, 8 new tokens
         assert st["tokens"] > 8 * 8 and st["tokens_per_s_per_gpu"] == pytest.approx(st["tokens"] / st["step_s"])
+        assert st["tokens_all_votes"] >= st["tokens"]  # all generated votes (here n_votes = n: equal)
         assert 0 < st["mfu_actor_measured_peak"]
     assert "tokens/s/GPU" in res.stdout and "actor MFU" in res.stdout and "shared-prompt: skipped" in res.stdout
