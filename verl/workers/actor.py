@@ -7,18 +7,13 @@ prompt, one language-model pass per unique prompt shared by its samples; :mod:`v
 so FSDP2's root hooks cover every parameter. Pixel tensors are built here from the ``images`` column,
 once per unique prompt (``uid``) per call.
 
-Micro-batches are sized by tokens (``ppo_max_token_len_per_gpu`` / ``log_prob_max_token_len_per_gpu``,
-a shared prompt counted once; :mod:`verl.workers.micro_batch`); every rank runs the same number of
-micro-batches (FSDP's collectives), padding with a zero-weight one where it has fewer.
+Micro-batches are sized by tokens (``ppo_max_token_len_per_gpu`` / ``log_prob_max_token_len_per_gpu``, a shared
+prompt counted once); every rank runs the same number of them (FSDP's collectives; zero-weight padding).
 
-In the update, groups whose advantages are all zero (every vote agreed) skip forward and backward
-(``skip_zero_adv_groups``): their policy-gradient contribution is exactly zero and the loss keeps the
-normalization it has with them present. Their KL-loss / entropy-bonus terms are dropped with them (with
-the default KL coefficient 0.001 a small approximation). When the update is exactly on-policy (one
-epoch, one mini-batch; :func:`old_log_prob_in_update`) and the batch has no ``old_log_probs``, they are
-the update's own forward, detached.
-
-Config: :class:`~verl.config.schema.ModelConfig` and :class:`~verl.config.schema.ActorConfig`.
+Update: groups whose advantages are all zero skip forward and backward (``skip_zero_adv_groups``); the
+loss keeps its normalization with them present (their policy-gradient share is exactly zero; their KL /
+entropy terms are dropped: with KL coefficient 0.001 a small approximation). Exactly on-policy
+(:func:`old_log_prob_in_update`), no ``old_log_probs``: the update's own forward, detached. Typed config.
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,11 +213,10 @@ class FSDPActor:
         cache: dict = {}
         for rows in self._micro_batches(data, list(range(n)), self.cfg.log_prob_max_token_len_per_gpu):
             lp, ent = self._forward(data, rows or [0], cache, calc_entropy)
-            if rows is None:  # keeps this rank in step with the others
-                continue
-            lps[rows] = lp.float().cpu()
-            if calc_entropy:
-                ents[rows] = ent.float().cpu()
+            if rows is not None:  # None: a pass that only keeps this rank in step with the others
+                lps[rows] = lp.float().cpu()
+                if calc_entropy:
+                    ents[rows] = ent.float().cpu()
         return lps, ents
 
     # ------------------------------------------------------------------ update
@@ -232,17 +227,11 @@ class FSDPActor:
         uids = data.non_tensor_batch.get("uid")
         if uids is None:
             return 1
-        local: dict[str, int] = {}
-        for u in uids:
-            local[str(u)] = local.get(str(u), 0) + 1
-        gathered: list[dict] = [local]
+        gathered: list = [Counter(str(u) for u in uids)]
         if self.world_size > 1:
-            gathered = [None] * self.world_size
+            local, gathered = gathered[0], [None] * self.world_size
             dist.all_gather_object(gathered, local)
-        total: dict[str, int] = {}
-        for d in gathered:
-            for k, v in d.items():
-                total[k] = total.get(k, 0) + v
+        total = sum(gathered, Counter())
         return max(1, round(sum(total.values()) / len(total)))
 
     def _step(self) -> float:
@@ -346,9 +335,8 @@ class FSDPActor:
                 losses = ("actor/pg_loss", "actor/kl_loss") if c.use_kl_loss else ("actor/pg_loss",)
                 for k in losses:
                     rec(k, sums.pop(k, 0.0))
-                for k, v in sums.items():
-                    if done > 0:
-                        rec(k, v / done)
+                for k, v in sums.items() if done > 0 else ():
+                    rec(k, v / done)
                 if c.use_kl_loss:
                     rec("actor/kl_coef", c.kl_loss_coef)
                 rec("actor/grad_norm", self._step())
