@@ -31,5 +31,7 @@ setup(
         # GPU users: install CUDA torch first, then `pip install -e .[gpu]`.
         "gpu": ["vllm>=0.32", "flash-attn>=2.7"],
         "sophia": ["math-verify>=0.7", "openai>=1.40"],
+        # The peer of bench/vs_trl (installed by bench/vs_trl/setup.sh into its own venv).
+        "bench": ["trl==1.16.0"],
     },
 )
