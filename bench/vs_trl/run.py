@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         for rnd in range(a.rounds):
             for name in names:  # A B: ours, then its TRL partner
                 trl_name = f"TRL GRPOTrainer, {PARTNER[name]} thread(s)"
-                for key, fn in ((name, lambda: _ours(name, a, tmp)),
-                                (trl_name, lambda: _trl(PARTNER[name], a, tmp))):
-                    r = fn()
+                for key in (name, trl_name):
+                    r = _ours(name, a, tmp) if key == name else _trl(PARTNER[name], a, tmp)
                     results.setdefault(key, []).append(r)
                     print(f"[round {rnd + 1}] {key}: {statistics.median(r['step_s'][1:]):.3f} s/step, "
                           f"process {r['process_s']:.1f} s", flush=True)
