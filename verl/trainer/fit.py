@@ -257,7 +257,10 @@ class Trainer:
         return action != "warn"
 
     def _last_passing_checkpoint(self) -> Path:
-        for step in reversed(list_steps(self.ckpt.root)):
+        """Newest checkpoint saved while the guard passed and at least a window before now (the window's
+        statistics lag: a checkpoint inside the tripped window may already be collapsed)."""
+        latest_ok = self.global_step - self.config.trainer.guard.window
+        for step in [s for s in reversed(list_steps(self.ckpt.root)) if s <= latest_ok]:
             folder = self.ckpt.step_dir(step)
             if (folder / STATE_FILE).is_file():
                 state = self.ckpt.load(folder)

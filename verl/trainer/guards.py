@@ -18,8 +18,8 @@ trips, naming each reason, when
   ``[min_length_ratio, max_length_ratio]`` x the base's (``None`` = not checked).
 
 The trainer acts on a trip as ``trainer.guard.action`` says: ``warn`` (log and go on), ``stop``
-(end training) or ``rollback`` (restore the last checkpoint saved while the guard passed, then
-end training).  Pure Python; the state round-trips through ``state_dict`` for exact resume.
+(end training) or ``rollback`` (restore the newest checkpoint saved while the guard passed and at least
+``window`` steps before the trip, then end training).  Pure Python; the state round-trips through ``state_dict`` for exact resume.
 """
 
 from __future__ import annotations
