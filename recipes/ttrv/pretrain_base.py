@@ -2,12 +2,15 @@
 
     python -m recipes.ttrv.pretrain_base --arch qwen2_5_vl --data data/digits --out checkpoints/tiny_base/qwen2_5_vl
 
-Builds a tiny offline model (``verl.models.tiny``), trains it on the clean labeled ``train`` split in
-both prompt styles (multiple choice → letter, open → digit) with the answer followed by the end-of-turn
-token as the target, and saves a standard Hugging Face folder (loads with ``load_vlm`` and vLLM). It
-never sees a shifted image. The folder is cached: a ``pretrain_stamp.json`` with the arguments makes a
+Builds a tiny offline model (``verl.models.tiny``), trains it on the clean labeled ``train`` split
+(open style by default) with the answer followed by the end-of-turn token as the target, and saves a standard Hugging Face folder (loads with ``load_vlm`` and vLLM). It
+never sees a shifted image. Open answers are phrased (``--answer-form phrasings``, default): every time an
+example is drawn its target is one of its digit's surface forms (:func:`verl.data.digits.answer_phrasings`),
+drawn at random, so the base answers in varied forms as a real VLM does; ``--answer-form digit`` is the
+older single-token base (answer = the digit). The folder is cached: a ``pretrain_stamp.json`` with the arguments makes a
 second call with the same arguments a no-op. At the end it evaluates clean val, the dev shift and each
-test shift (greedy, mean@N, maj@N) into ``pretrain_report.json``.
+test shift (greedy, mean@N, maj@N) into ``pretrain_report.json``, with a check of the base's own sampled
+outputs on the dev shift against the answer extractor (share read as a digit, invalid ratio).
 """
 
 from __future__ import annotations
@@ -24,29 +27,36 @@ import numpy as np
 import torch
 
 import verl  # noqa: F401  (torchvision compat shim)
+from verl.data.digits import answer_phrasings
 from verl.data.formats import Record, load_records
 from verl.models.multimodal import build_prompt_inputs, pad_id_of
 
 logger = logging.getLogger("recipes.ttrv.pretrain_base")
 STAMP = "pretrain_stamp.json"
 REPORT = "pretrain_report.json"
+MAX_NEW_TOKENS = 10  # the longest phrasing with its end-of-turn token is 7 tokens
 REPORT_SPLITS = ("val", "dev_elastic", "test_noise", "test_blur", "test_rotate", "test_invert", "test_occlude")
 
 
-def sft_batch(processor, records: list[Record], cache: dict) -> dict:
+def sft_batch(processor, records: list[Record], cache: dict, answers: list[str] | None = None) -> dict:
     """Left-padded prompt + right-padded target (answer + end of turn) for ``records``, image inputs once
-    per distinct image (cached across steps), and ``prompt_index`` mapping rows to them."""
+    per distinct image (cached across steps), and ``prompt_index`` mapping rows to them.
+
+    ``answers`` (one per record) replace the records' ground truths as target texts."""
     tok = processor.tokenizer
     end = tok.eos_token or "<|im_end|>"
+    answers = [str(r.ground_truth) for r in records] if answers is None else answers
+    if len(answers) != len(records):
+        raise ValueError(f"sft_batch: {len(answers)} answers for {len(records)} records")
     prompts, targets, images, pidx, keys = [], [], [], [], {}
-    for r in records:
+    for r, answer in zip(records, answers):
         key = (r.uid, str(r.images[0]) if r.images else "")
         if key not in cache:
             built = build_prompt_inputs(processor, r.prompt, r.images)
             cache[key] = built
         built = cache[key]
         prompts.append(built["input_ids"])
-        targets.append(torch.tensor(tok(f"{r.ground_truth}{end}", add_special_tokens=False)["input_ids"]))
+        targets.append(torch.tensor(tok(f"{answer}{end}", add_special_tokens=False)["input_ids"]))
         img_key = key[1]
         if img_key not in keys:
             keys[img_key] = len(images)
@@ -75,10 +85,18 @@ def sft_loss(model, batch: dict) -> torch.Tensor:
 
 
 def _stamp(args: argparse.Namespace) -> dict:
-    keys = ("arch", "steps", "batch_size", "lr", "seed", "styles")
+    keys = ("arch", "steps", "batch_size", "lr", "seed", "styles", "answer_form")
     d = {k: getattr(args, k) for k in keys}
     d["data_manifest"] = hashlib.sha256((Path(args.data) / "manifest.json").read_bytes()).hexdigest()[:16]
     return d
+
+
+def target_text(record: Record, answer_form: str, rng: np.random.Generator) -> str:
+    """The SFT target of one drawn example: the letter (multiple choice), the digit, or a random phrasing."""
+    if record.options or answer_form == "digit":
+        return str(record.ground_truth)
+    forms = answer_phrasings(int(record.ground_truth))
+    return forms[int(rng.integers(len(forms)))]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -104,8 +122,9 @@ def pretrain(args: argparse.Namespace) -> Path:
     model.train()
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        idx = rng.choice(len(records), size=args.batch_size, replace=False)
-        loss = sft_loss(model, sft_batch(processor, [records[i] for i in idx], cache))
+        drawn = [records[i] for i in rng.choice(len(records), size=args.batch_size, replace=False)]
+        answers = [target_text(r, args.answer_form, rng) for r in drawn]
+        loss = sft_loss(model, sft_batch(processor, drawn, cache, answers))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -119,6 +138,7 @@ def pretrain(args: argparse.Namespace) -> Path:
     report = {"train_seconds": round(train_s, 1), "args": stamp}
     if args.eval_n > 0:
         report["eval"] = evaluate_base(out, data, args.eval_n, args.eval_max, args.styles)
+        report["dev_outputs"] = output_check(out, data / "dev_elastic_open.json", args.eval_n, args.eval_max)
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     (out / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return out
@@ -129,9 +149,44 @@ def evaluate_base(model: Path, data: Path, n: int, max_samples: int, styles: lis
     from recipes.ttrv.evaluate import evaluate, format_results
 
     files = [data / f"{s}_{st}.json" for st in styles for s in REPORT_SPLITS if (data / f"{s}_{st}.json").is_file()]
-    res = evaluate(model, files, n=n, max_samples=max_samples)
+    res = evaluate(model, files, n=n, max_samples=max_samples, max_new_tokens=MAX_NEW_TOKENS)
     logger.info("base model:\n%s", format_results(res))
     return res
+
+
+def output_check(model: Path, file: Path, n: int, max_samples: int) -> dict:
+    """The base's own sampled answers (``n`` per item, temperature 1) read by the answer extractor: share
+    read as a digit, invalid ratio, share in a training phrasing, and the most frequent unread outputs."""
+    from recipes.ttrv.evaluate import prompts_of
+    from verl.rewards.answers import INVALID, extract_answer
+    from verl.workers.rollout import make_rollout
+
+    records = load_records([file])[:max_samples]
+    data = prompts_of(records)
+    data.meta_info.update({"n": n, "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
+                           "max_new_tokens": MAX_NEW_TOKENS, "seed": 0})
+    engine = make_rollout("hf", model_path=str(model), device="cpu", seed=0)
+    texts = [str(t) for t in engine.generate(data).non_tensor_batch["response_text"]]
+    return phrasing_stats(texts, extract_answer, INVALID)
+
+
+def phrasing_stats(texts: list[str], extract, invalid: str) -> dict:
+    """Counts over raw output texts: read as a digit 0-9, invalid, exactly a training phrasing, forms seen."""
+    from collections import Counter
+
+    from verl.rewards.answers import strip_special_tokens
+
+    known = {f for d in range(10) for f in answer_phrasings(d)}
+    clean = [strip_special_tokens(t).strip() for t in texts]
+    answers = [extract(t, None) for t in texts]
+    unread = Counter(c for c, a in zip(clean, answers) if a not in {str(d) for d in range(10)})
+    n = max(len(texts), 1)
+    return {"n_outputs": len(texts),
+            "read_as_digit": sum(a in {str(d) for d in range(10)} for a in answers) / n,
+            "invalid_ratio": sum(a == invalid for a in answers) / n,
+            "training_phrasing": sum(c in known for c in clean) / n,
+            "distinct_forms": len(set(clean)),
+            "top_unread": unread.most_common(5)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,6 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # open style (answer = digit) by default: at ~1M parameters the model does not learn to map a digit to
     # its option letter (MC stays at chance after 1,000 steps; see README), while it does learn to read digits
     p.add_argument("--styles", nargs="+", default=["open"], choices=("mc", "open"))
+    p.add_argument("--answer-form", default="phrasings", choices=("phrasings", "digit"),
+                   help="open-answer targets: a random phrasing of the digit per drawn example, or the digit only")
     p.add_argument("--eval-n", type=int, default=8, help="samples for mean@N / maj@N in the report (0: no report)")
     p.add_argument("--eval-max", type=int, default=200, help="items per split in the report")
     return p.parse_args(argv)

@@ -91,3 +91,21 @@ def test_full_split_sizes_are_disjoint_and_stratified():
     assert len(np.unique(allidx)) == len(labels) == 1797
     train_counts = np.bincount(labels[parts[0]], minlength=10)
     assert train_counts.min() >= 95 and train_counts.max() <= 105  # ~100 per class
+
+
+def test_every_answer_phrasing_reads_back_to_its_digit():
+    from verl.data.digits import FORMS_PER_DIGIT, PHRASINGS, answer_phrasings
+    from verl.rewards.answers import INVALID, extract_answer
+
+    forms = {d: answer_phrasings(d) for d in range(10)}
+    assert [len(f) for f in forms.values()] == list(FORMS_PER_DIGIT)
+    assert len({f for fs in forms.values() for f in fs}) == sum(FORMS_PER_DIGIT)  # no form shared by two digits
+    assert forms[7] == ["seven", "Answer: 7"] and forms[8][1] == "It is an 8."
+    every = [(d, f) for d, fs in forms.items() for f in fs]
+    assert {t for t in PHRASINGS} == {PHRASINGS[(d + j) % len(PHRASINGS)]
+                                      for d in range(10) for j in range(FORMS_PER_DIGIT[d])}
+    unread = [(d, f) for d, f in every if extract_answer(f, None) != str(d)]
+    # the same forms as the model writes them: end-of-turn token, trailing space, lower case
+    unread += [(d, f) for d, f in every if extract_answer(f"{f.lower()} <|im_end|>", None) != str(d)]
+    invalid_ratio = sum(extract_answer(f, None) == INVALID for _, f in every) / len(every)
+    assert unread == [] and invalid_ratio == 0.0

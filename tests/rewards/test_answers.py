@@ -85,10 +85,19 @@ def test_single_letter_and_numeric_option_texts():
 @pytest.mark.parametrize("text,expected", [
     ("7", "7"), ("The digit is 7", "7"), ("3.50", "3.5"), ("-2", "-2"), ("1,000", "1000"),
     ("\\boxed{12}", "12"), ("answer: 5 apples, not 6", "5"), ("3 or 4", INVALID), ("", INVALID),
-    ("seven", INVALID), ("7.0", "7"), ("<|im_end|>", INVALID),
+    ("seven", "7"), ("three or 4", "4"), ("one or two", INVALID), ("7.0", "7"), ("<|im_end|>", INVALID),
 ])
 def test_open_numbers(text, expected):
     assert extract_answer(text, None, open_kind="number") == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("7", "7"), ("seven", "7"), ("Seven.", "7"), ("Answer: 7", "7"), ("Answer: seven", "7"), ("It is a 7.", "7"),
+    ("It's seven", "7"), ("The digit is seven.", "7"), ("This is the number 3", "number 3"), ("I see a 4.", "4"),
+    ("It is a koala.", "koala"), ("The answer is twelve.", "12"), ("It is", "it is"), ("sevens", "sevens"),
+])
+def test_open_text_phrasings(text, expected):
+    assert extract_answer(text, None) == expected
 
 
 def test_open_text_and_letter():

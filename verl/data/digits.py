@@ -15,6 +15,13 @@ choice as in TTRV's recognition sets, answer = letter) and ``<split>_open.json``
 ``image_path`` values are relative to ``out_dir``. A ``manifest.json`` lists splits, sizes and roles.
 Every record is generated from its own RNG stream, so the output is byte-identical for a seed, and
 limiting sizes keeps the first records unchanged.
+
+Answer phrasings (for pretraining the base model, :func:`answer_phrasings`): like a real VLM's answers, an
+open answer comes in several surface forms ("7", "seven", "Answer: 7", "It is a 7.", "The digit is seven.",
+"It is seven."), and, like class names with many or few synonyms, digits differ in how many forms they
+use (``FORMS_PER_DIGIT``: 1 to 6, uniform over them).  Greedy decoding then favours digits said in few
+ways, while a majority vote over extracted answers adds up all forms of a digit.  Every form is read
+back to its digit by :func:`verl.rewards.answers.extract_answer`.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ SHIFTS = ("noise", "blur", "rotate", "invert", "occlude")
 DEV_SHIFT = "elastic"
 LETTERS = "ABCD"
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+PHRASINGS = ("{d}", "{w}", "Answer: {d}", "It is {a} {d}.", "The digit is {w}.", "It is {w}.")
+FORMS_PER_DIGIT = (1, 4, 2, 6, 3, 1, 5, 2, 6, 3)  # how many of the phrasings each digit uses
 MC_PROMPT = ("<image> \n Look at the given image and identify what digit it shows. Choose the correct answer "
              "from the options below and respond with only the corresponding option letter (A, B, C, or D). "
              "Do not include any explanation or extra text. \n Options:\n{options}")
@@ -96,6 +106,13 @@ SHIFT_FNS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
     "noise": _noise, "blur": _blur, "rotate": _rotate, "invert": _invert, "occlude": _occlude,
     "elastic": _elastic,
 }
+
+
+def answer_phrasings(digit: int) -> list[str]:
+    """The surface forms of ``digit``'s open answer: ``FORMS_PER_DIGIT[digit]`` phrasings, rotated by the digit."""
+    k = FORMS_PER_DIGIT[digit]
+    templates = [PHRASINGS[(digit + j) % len(PHRASINGS)] for j in range(k)]
+    return [t.format(d=digit, w=NUMBER_WORDS[digit], a="an" if digit == 8 else "a") for t in templates]
 
 
 def render_digit(img8: np.ndarray, size: int, shift: str | None, rng: np.random.Generator) -> Image.Image:

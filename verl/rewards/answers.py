@@ -39,7 +39,10 @@ Open answers (``options`` empty/None) follow ``open_kind``: ``"number"`` -> boxe
 number after the last answer cue, else the only distinct number in the text (several -> INVALID),
 normalized ("3.50" -> "3.5", "1,000" -> "1000", "-2"); ``"letter"`` -> rules above with options
 A-F (no option texts); ``"text"`` / None -> boxed content, else the cue remainder, else the first
-line, normalized (lower case, outer punctuation removed; pure numbers normalized as numbers).
+line, normalized: a leading frame ("It is", "It's", "This is", "The digit is", "I see") and articles
+("a", "an", "the") are dropped, then lower case without outer punctuation; a pure number or a number
+word ("zero" ... "twenty") becomes the number ("It is a 7." -> "7", "The digit is seven." -> "7",
+"Answer: Seven" -> "7").  With ``"number"``, number words count as numbers where no digits occur.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ _LETTER_HEAD = re.compile(r"^\s*(?:\(\s*([A-Za-z])\s*\)|\[\s*([A-Za-z])\s*\]|([A
                           r"\s*([.:)\],;!]?)\s*(.*)$", re.DOTALL)
 _STRICT_LETTER = re.compile(r"\(([A-Z])\)|\[([A-Z])\]|(?<![A-Za-z0-9'])([A-Z])(?=[.:)]|\s*$)")
 _NUMBER = re.compile(r"(?<![\w.])([-+]?)(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(\d+))?")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+_WORD_VALUE = {w: str(i) for i, w in enumerate(NUMBER_WORDS)}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
+_FRAME = re.compile(r"^(?:(?:it|this|that|there|the\s+[a-z]+)\s+(?:is|shows)|it's|i\s+see)\s+"
+                    r"|^(?:an?|the)\s+", re.IGNORECASE)
 
 
 def strip_special_tokens(text: str) -> str:
@@ -259,15 +268,21 @@ def _extract_number(t: str) -> str:
         if nums:
             return _canon_number(nums[-1] if source is boxed else nums[0])
     values = {_canon_number(m) for m in _NUMBER.finditer(t)}
+    if not values:
+        values = {_WORD_VALUE[m.group(1).lower()] for m in _NUMBER_WORD.finditer(t)}
     return values.pop() if len(values) == 1 else INVALID
 
 
 def _normalize_text(s: str) -> str:
+    """Open text answer: frame and articles dropped, then a number, a number word's value, or the text key."""
+    s = s.strip()
+    while (m := _FRAME.match(s)) and m.end() < len(s):
+        s = s[m.end():]
     num = normalize_number(s)
     if num is not None:
         return num
     key = option_key(s)
-    return key if key else INVALID
+    return _WORD_VALUE.get(key, key) if key else INVALID
 
 
 def extract_answer(text: str, options: dict[str, str] | None, *, open_kind: str | None = None) -> str:
