@@ -38,24 +38,39 @@ PLOT_TEST_FREQ = 10  # validation every k steps in the plotted runs only (valida
 
 @dataclass
 class Variant:
-    """Sizes of one regeneration variant."""
+    """Sizes of one regeneration variant; mean@N / maj@N use N = ``n_votes`` (the voting budget)."""
 
     seeds: int
     max_prompts: int  # first prompts of each split used for adaptation and evaluation
-    dev_lrs: tuple[float, ...]
-    epochs: int
-    val_n: int
+    n_votes: int  # samples per prompt that vote (also N of the reported mean@N / maj@N)
+    n_train: int  # of them, samples that train
+    dev_lrs: tuple[float, ...]  # tried in this order on the dev shift, then ...
+    dev_epochs: tuple[int, ...]  # ... epochs with the best lr, then ...
+    dev_entropy_forms: tuple[str, ...]  # ... the entropy form with the best lr and epochs
     shifts: tuple[str, ...] = SHIFTS
     ablations: bool = True
     extra: list[str] = field(default_factory=list)
 
 
 VARIANTS = {
-    "full": Variant(seeds=3, max_prompts=100, dev_lrs=(1e-5, 3e-5, 1e-4), epochs=2, val_n=8),
-    "small": Variant(seeds=1, max_prompts=8, dev_lrs=(1e-4,), epochs=1, val_n=2, shifts=("noise",), ablations=False,
-                     extra=["data.train_batch_size=4", "actor_rollout_ref.rollout.n_votes=4",
-                            "actor_rollout_ref.rollout.n=4"]),
+    "full": Variant(seeds=3, max_prompts=100, n_votes=32, n_train=16, dev_lrs=(1e-5, 3e-5, 1e-4),
+                    dev_epochs=(2, 4), dev_entropy_forms=("paper", "per_sample")),
+    "small": Variant(seeds=1, max_prompts=8, n_votes=4, n_train=2, dev_lrs=(1e-4,), dev_epochs=(1,),
+                     dev_entropy_forms=("paper",), shifts=("noise",), ablations=False,
+                     extra=["data.train_batch_size=4"]),
 }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hyper-parameters chosen on the dev shift."""
+
+    lr: float
+    epochs: int
+    entropy_form: str
+
+    def overrides(self) -> list[str]:
+        return [f"actor_rollout_ref.actor.optim.lr={self.lr}", f"reward.entropy_form={self.entropy_form}"]
 
 
 @dataclass
@@ -67,42 +82,52 @@ class Run:
     overrides: list[str]
     group: str  # table row
     split: str  # split whose validation metrics are reported
+    epochs: int | None = None  # None: the preset's own (protocols b and c), else trainer.total_epochs
+    model: str | None = None  # None: the variant's base model
+
+
+SINGLE_TOKEN_ROW = "single-token base (greedy = mode)"
 
 
 def split_file(data: Path, split: str) -> str:
     return str(data / f"{split}_open.json")
 
 
-def plan(v: Variant, data: Path, lr: float, model: str) -> list[Run]:
-    """Every run of the grid (not the dev sweep)."""
+def plan(v: Variant, data: Path, chosen: Settings, model: str, single_token_model: str | None) -> list[Run]:
+    """Every run of the grid (not the dev selection)."""
     runs: list[Run] = []
+    ep = chosen.epochs
     for seed in range(1, v.seeds + 1):
         for shift in v.shifts:
             f = split_file(data, f"test_{shift}")
             plotted = [f"trainer.test_freq={PLOT_TEST_FREQ}"] if seed == 1 else []  # see plots()
             runs.append(Run(f"a_{shift}_s{seed}", "protocol_a_full", _io(f, f) + plotted, "(a) whole split",
-                            f"test_{shift}"))
+                            f"test_{shift}", ep))
         noise, blur = split_file(data, "test_noise"), split_file(data, "test_blur")
         runs += [
             Run(f"b20_s{seed}", "protocol_b_20", _io(noise, noise) + [f"data.train_subset={min(20, v.max_prompts)}"],
                 "(b) 20 images", "test_noise"),
             Run(f"c1_s{seed}", "protocol_c_single", _io(noise, noise), "(c) one image", "test_noise"),
-            Run(f"d_s{seed}", "protocol_d_cross", _io(noise, blur), "(d) noise → blur", "test_blur"),
+            Run(f"d_s{seed}", "protocol_d_cross", _io(noise, blur), "(d) noise → blur", "test_blur", ep),
         ]
+        other_form = "paper" if chosen.entropy_form == "per_sample" else "per_sample"
         ablations = {
             "majority reward": ["reward.reward_type=majority"],
             "entropy 0": ["reward.entropy_coef=0.0"],
-            "entropy 0.75 paper": ["reward.entropy_form=paper"],
-            "entropy 0.75 per-sample": ["reward.entropy_form=per_sample"],
-            "invalid answers vote": ["reward.invalid_votes=true", "reward.invalid_penalty=0.0"],
+            f"entropy 0.75 {other_form.replace('_', '-')}": [f"reward.entropy_form={other_form}"],
+            "8 votes, 8 trained": ["actor_rollout_ref.rollout.n_votes=8", "actor_rollout_ref.rollout.n=8"],
         }
         for label, ov in ablations.items() if v.ablations else ():
-            key = label.replace(" ", "_").replace(".", "")
+            key = label.replace(" ", "_").replace(".", "").replace(",", "")
             runs.append(Run(f"abl_{key}_s{seed}", "protocol_a_full", _io(noise, noise) + ov, f"ablation: {label}",
-                            "test_noise"))
+                            "test_noise", ep))
+        if single_token_model is not None:
+            runs.append(Run(f"single_token_s{seed}", "protocol_a_full", _io(noise, noise), SINGLE_TOKEN_ROW,
+                            "test_noise", ep, single_token_model))
     for r in runs:
         seed = int(r.name.rsplit("_s", 1)[1])
-        r.overrides += _common(v, lr, model, seed)
+        # the ablation's own overrides come after the chosen ones, so they win
+        r.overrides = _common(v, chosen, r.model or model, seed) + r.overrides
     return runs
 
 
@@ -110,15 +135,16 @@ def _io(train: str, val: str) -> list[str]:
     return [f"data.train_files=[{train}]", f"data.val_files=[{val}]"]
 
 
-def _common(v: Variant, lr: float, model: str, seed: int) -> list[str]:
-    return [f"actor_rollout_ref.model.path={model}", f"data.max_samples={v.max_prompts}",
-            f"actor_rollout_ref.actor.optim.lr={lr}", f"trainer.seed={seed}", f"data.seed={seed}",
-            f"actor_rollout_ref.rollout.val_sample_n={v.val_n}", "trainer.logger=[jsonl]",
+def _common(v: Variant, chosen: Settings, model: str, seed: int) -> list[str]:
+    return [f"actor_rollout_ref.model.path={model}", f"data.max_samples={v.max_prompts}", *chosen.overrides(),
+            f"trainer.seed={seed}", f"data.seed={seed}", f"actor_rollout_ref.rollout.n_votes={v.n_votes}",
+            f"actor_rollout_ref.rollout.n={v.n_train}", f"actor_rollout_ref.rollout.val_sample_n={v.n_votes}",
+            "trainer.logger=[jsonl]",
             "actor_rollout_ref.rollout.name=hf",  # tiny model: no engine start-up per run
             "trainer.save_freq=-1", *v.extra]
 
 
-def execute(run: Run, out: Path, v: Variant) -> dict:
+def execute(run: Run, out: Path) -> dict:
     """Run (or reuse) one training run; returns its summary (base/adapted/delta metrics)."""
     from verl.trainer.main import run as train
 
@@ -126,8 +152,8 @@ def execute(run: Run, out: Path, v: Variant) -> dict:
     done, spec_file = folder / "summary.json", out / "runs" / f"{run.name}.overrides.json"
     overrides = [*run.overrides, f"trainer.log_dir={out}", "trainer.project_name=runs",
                  f"trainer.experiment_name={run.name}", f"trainer.default_local_dir={out / 'ckpt' / run.name}"]
-    if run.preset != "protocol_c_single" and run.preset != "protocol_b_20":
-        overrides.append(f"trainer.total_epochs={v.epochs}")
+    if run.epochs is not None:
+        overrides.append(f"trainer.total_epochs={run.epochs}")
     spec = json.dumps({"preset": run.preset, "overrides": overrides})
     if done.is_file() and spec_file.is_file() and spec_file.read_text() == spec:
         return json.loads(done.read_text())
@@ -141,16 +167,28 @@ def execute(run: Run, out: Path, v: Variant) -> dict:
     return summary
 
 
-def choose_lr(v: Variant, data: Path, model: str, out: Path) -> tuple[float, list[tuple[float, float]]]:
-    """The learning rate with the best adapted greedy accuracy on the dev shift (seed 1)."""
+def choose_settings(v: Variant, data: Path, model: str, out: Path) -> tuple[Settings, list[tuple[str, float]]]:
+    """Coordinate search on the dev shift (seed 1): the learning rate, then the epochs, then the entropy form,
+    each by adapted greedy accuracy on ``dev_elastic`` (ties keep the earlier value)."""
     dev = split_file(data, "dev_elastic")
-    scores = []
-    for lr in v.dev_lrs:
-        run = Run(f"dev_lr{lr:g}", "protocol_a_full", _io(dev, dev) + _common(v, lr, model, 1), "dev", "dev_elastic")
-        s = execute(run, out, v)
-        scores.append((lr, _get(s, "adapted", "dev_elastic", "mean@1")))
-    best = max(scores, key=lambda t: t[1])[0]
-    return best, scores
+    summaries: dict[Settings, dict] = {}
+
+    def score(st: Settings) -> float:
+        if st not in summaries:
+            name = f"dev_lr{st.lr:g}_e{st.epochs}_{st.entropy_form}"
+            run = Run(name, "protocol_a_full", _common(v, st, model, 1) + _io(dev, dev), "dev", "dev_elastic",
+                      st.epochs)
+            summaries[st] = execute(run, out)
+        return _get(summaries[st], "adapted", "dev_elastic", "mean@1")
+
+    best = Settings(v.dev_lrs[0], v.dev_epochs[0], v.dev_entropy_forms[0])
+    for field_name, values in (("lr", v.dev_lrs), ("epochs", v.dev_epochs), ("entropy_form", v.dev_entropy_forms)):
+        cands = [Settings(**{**best.__dict__, field_name: x}) for x in values]
+        best = max(cands, key=score)  # max keeps the first of equal scores
+    base = _get(summaries[best], "base", "dev_elastic", "mean@1")
+    labels = [(f"lr {st.lr:g}, {st.epochs} epochs, {st.entropy_form.replace('_', '-')} entropy", score(st))
+              for st in summaries]
+    return best, [("base", base), *labels]
 
 
 def _get(summary: dict, kind: str, split: str, metric: str) -> float:
@@ -187,22 +225,29 @@ def table(runs: list[Run], results: dict[str, dict], n: int, v: Variant) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def headline(runs: list[Run], results: dict[str, dict]) -> str:
-    """Average Δ greedy of protocol (a) over shifts and seeds, and Δ of the single-image protocol (c)."""
+def headline(runs: list[Run], results: dict[str, dict], n: int) -> str:
+    """Protocol (a) averaged over shifts and seeds (Δ greedy, adapted greedy vs base maj@N) and Δ of (c)."""
 
-    def delta(group: str) -> tuple[float, int] | None:
-        rs = [r for r in runs if r.group == group]
-        if not rs:
-            return None
-        d = [_get(results[r.name], "adapted", r.split, "mean@1") - _get(results[r.name], "base", r.split, "mean@1")
-             for r in rs]
-        return 100 * statistics.mean(d), len({r.split for r in rs})
+    def col(rs: list[Run], kind: str, metric: str) -> list[float]:
+        return [100 * _get(results[r.name], kind, r.split, metric) for r in rs]
+
+    def mean_std(x: list[float]) -> str:
+        return f"{statistics.mean(x):+.1f} ± {statistics.stdev(x) if len(x) > 1 else 0.0:.1f}"
 
     parts = []
-    if (a := delta("(a) whole split")) is not None:
-        parts.append(f"Protocol (a), mean over {a[1]} shift(s) × seeds: Δ greedy = {a[0]:+.1f} points (target ≥ +5.0).")
-    if (c := delta("(c) one image")) is not None:
-        parts.append(f"Single image (c): Δ greedy = {c[0]:+.1f} points (target > 0).")
+    if a := [r for r in runs if r.group == "(a) whole split"]:
+        base, adapted, maj = col(a, "base", "mean@1"), col(a, "adapted", "mean@1"), col(a, "base", f"maj@{n}")
+        d = [y - x for x, y in zip(base, adapted)]
+        dm = [y - x for x, y in zip(maj, adapted)]
+        parts.append(f"Protocol (a), mean over {len({r.split for r in a})} shift(s) × seeds: greedy "
+                     f"{statistics.mean(base):.1f} → {statistics.mean(adapted):.1f}, Δ greedy = "
+                     f"{statistics.mean(d):+.1f} points (target ≥ +5.0: {'met' if statistics.mean(d) >= 5 else 'missed'}); "
+                     f"adapted greedy − base maj@{n} = {statistics.mean(dm):+.1f} points "
+                     f"(target ≥ 0: {'met' if statistics.mean(dm) >= 0 else 'missed'}).")
+    if c := [r for r in runs if r.group == "(c) one image"]:
+        d = [y - x for x, y in zip(col(c, "base", "mean@1"), col(c, "adapted", "mean@1"))]
+        parts.append(f"Single image (c): Δ greedy = {mean_std(d)} points over {len(d)} seed(s) "
+                     f"(target > 0: {'met' if statistics.mean(d) > 0 else 'missed'}).")
     return " ".join(parts) + "\n"
 
 
@@ -223,6 +268,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--variant", choices=sorted(VARIANTS), default="full")
     p.add_argument("--data", default="data/digits")
     p.add_argument("--model", default="checkpoints/tiny_base/qwen2_5_vl", help="base model (built if missing)")
+    p.add_argument("--single-token-model", default="checkpoints/tiny_base/qwen2_5_vl_digit",
+                   help="the older single-token base for its row (built if missing; '' skips the row)")
     p.add_argument("--out", default=None, help="default: logs/ttrv_results/<variant>")
     p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
     a = p.parse_args(argv)
@@ -233,18 +280,23 @@ def main(argv: list[str] | None = None) -> str:
         from verl.data.digits import build_digits_dataset
 
         build_digits_dataset(data, seed=0)
-    if not (Path(a.model) / "config.json").is_file():
-        from recipes.ttrv.pretrain_base import main as pretrain
+    from recipes.ttrv.pretrain_base import main as pretrain
 
+    if not (Path(a.model) / "config.json").is_file():
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", a.model])
-    lr, dev_scores = choose_lr(v, data, a.model, out)
-    runs = plan(v, data, lr, a.model)
-    results = {r.name: execute(r, out, v) for r in runs}
-    dev = ", ".join(f"lr {x:g}: {100 * s:.1f}%" for x, s in dev_scores)
-    md = (f"Variant `{a.variant}`: first {v.max_prompts} prompts of each split, {v.seeds} seed(s), "
-          f"N = {v.val_n} samples for mean@N / maj@N, greedy = one greedy answer per item (plain per-item "
-          f"accuracy). Learning rate {lr:g} chosen on the dev shift `dev_elastic` only ({dev}).\n\n"
-          + headline(runs, results) + "\n" + table(runs, results, v.val_n, v)
+    single = a.single_token_model
+    if single and v.ablations:  # cached: a no-op when up to date
+        pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", single, "--answer-form", "digit"])
+    chosen, dev_scores = choose_settings(v, data, a.model, out)
+    runs = plan(v, data, chosen, a.model, single if v.ablations else None)
+    results = {r.name: execute(r, out) for r in runs}
+    dev = "; ".join(f"{label}: {100 * sc:.1f}%" for label, sc in dev_scores)
+    n = v.n_votes
+    md = (f"Variant `{a.variant}`: first {v.max_prompts} prompts of each split, {v.seeds} seed(s); {n} votes per "
+          f"image, {v.n_train} of them trained; mean@N / maj@N with N = {n} samples (the same sample budget), "
+          f"greedy = one greedy answer per item. Chosen on the dev shift `dev_elastic` only (greedy accuracy; "
+          f"{dev}): lr {chosen.lr:g}, {chosen.epochs} epochs, {chosen.entropy_form.replace('_', '-')} entropy.\n\n"
+          + headline(runs, results, n) + "\n" + table(runs, results, n, v)
           + "\n![greedy accuracy vs step](docs/results/accuracy_vs_step.png)"
           " ![answer entropy vs step](docs/results/answer_entropy_vs_step.png)\n")
     (out / "results.md").write_text(md)

@@ -6,7 +6,7 @@ Builds a tiny offline model (``verl.models.tiny``), trains it on the clean label
 (open style by default) with the answer followed by the end-of-turn token as the target, and saves a standard Hugging Face folder (loads with ``load_vlm`` and vLLM). It
 never sees a shifted image. Open answers are phrased (``--answer-form phrasings``, default): every time an
 example is drawn its target is one of its digit's surface forms (:func:`verl.data.digits.answer_phrasings`),
-drawn at random, so the base answers in varied forms as a real VLM does; ``--answer-form digit`` is the
+drawn with the form's probability, so the base answers in varied forms as a real VLM does; ``--answer-form digit`` is the
 older single-token base (answer = the digit). The folder is cached: a ``pretrain_stamp.json`` with the arguments makes a
 second call with the same arguments a no-op. At the end it evaluates clean val, the dev shift and each
 test shift (greedy, mean@N, maj@N) into ``pretrain_report.json``, with a check of the base's own sampled
@@ -96,7 +96,7 @@ def target_text(record: Record, answer_form: str, rng: np.random.Generator) -> s
     if record.options or answer_form == "digit":
         return str(record.ground_truth)
     forms = answer_phrasings(int(record.ground_truth))
-    return forms[int(rng.integers(len(forms)))]
+    return forms[int(rng.choice(len(forms), p=[w for _, w in forms]))][0]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -176,7 +176,7 @@ def phrasing_stats(texts: list[str], extract, invalid: str) -> dict:
 
     from verl.rewards.answers import strip_special_tokens
 
-    known = {f for d in range(10) for f in answer_phrasings(d)}
+    known = {f for d in range(10) for f, _ in answer_phrasings(d)}
     clean = [strip_special_tokens(t).strip() for t in texts]
     answers = [extract(t, None) for t in texts]
     unread = Counter(c for c, a in zip(clean, answers) if a not in {str(d) for d in range(10)})

@@ -94,16 +94,16 @@ def test_full_split_sizes_are_disjoint_and_stratified():
 
 
 def test_every_answer_phrasing_reads_back_to_its_digit():
-    from verl.data.digits import FORMS_PER_DIGIT, PHRASINGS, answer_phrasings
+    from verl.data.digits import HOME_WEIGHT, PHRASINGS, answer_phrasings
     from verl.rewards.answers import INVALID, extract_answer
 
     forms = {d: answer_phrasings(d) for d in range(10)}
-    assert [len(f) for f in forms.values()] == list(FORMS_PER_DIGIT)
-    assert len({f for fs in forms.values() for f in fs}) == sum(FORMS_PER_DIGIT)  # no form shared by two digits
-    assert forms[7] == ["seven", "Answer: 7"] and forms[8][1] == "It is an 8."
-    every = [(d, f) for d, fs in forms.items() for f in fs]
-    assert {t for t in PHRASINGS} == {PHRASINGS[(d + j) % len(PHRASINGS)]
-                                      for d in range(10) for j in range(FORMS_PER_DIGIT[d])}
+    assert forms[3][0] == ("Answer: 3", HOME_WEIGHT) and ("three", 0.1) in forms[3]  # usual form first
+    assert forms[8][0] == ("The digit is eight.", HOME_WEIGHT) and forms[8][-1][0] == "It is an 8."
+    for fs in forms.values():
+        assert len(fs) == len(PHRASINGS) and abs(sum(w for _, w in fs) - 1.0) < 1e-9
+    every = [(d, f) for d, fs in forms.items() for f, _ in fs]
+    assert len({f for _, f in every}) == len(every)  # no form is shared by two digits
     unread = [(d, f) for d, f in every if extract_answer(f, None) != str(d)]
     # the same forms as the model writes them: end-of-turn token, trailing space, lower case
     unread += [(d, f) for d, f in every if extract_answer(f"{f.lower()} <|im_end|>", None) != str(d)]

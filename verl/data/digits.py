@@ -17,11 +17,13 @@ Every record is generated from its own RNG stream, so the output is byte-identic
 limiting sizes keeps the first records unchanged.
 
 Answer phrasings (for pretraining the base model, :func:`answer_phrasings`): like a real VLM's answers, an
-open answer comes in several surface forms ("7", "seven", "Answer: 7", "It is a 7.", "The digit is seven.",
-"It is seven."), and, like class names with many or few synonyms, digits differ in how many forms they
-use (``FORMS_PER_DIGIT``: 1 to 6, uniform over them).  Greedy decoding then favours digits said in few
-ways, while a majority vote over extracted answers adds up all forms of a digit.  Every form is read
-back to its digit by :func:`verl.rewards.answers.extract_answer`.
+open answer comes in several surface forms, ``PHRASINGS``: "7", "seven", "Answer: 7", "It is a 7.", "The
+digit is seven."; and, as a real model's answer style goes with the class, each digit has a usual form,
+drawn with probability ``HOME_WEIGHT`` ("Answer: 3" for the digits 0-4, "The digit is seven." for 5-9),
+and uses each other form with probability 0.1.  Greedy decoding follows the most likely token path, whose
+first tokens pool every digit sharing that form, so it answers with the best digit of the heavier half;
+a majority vote over extracted answers adds up all forms of each digit instead.  Every form is read back
+to its digit by :func:`verl.rewards.answers.extract_answer`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ DEV_SHIFT = "elastic"
 LETTERS = "ABCD"
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-PHRASINGS = ("{d}", "{w}", "Answer: {d}", "It is {a} {d}.", "The digit is {w}.", "It is {w}.")
-FORMS_PER_DIGIT = (1, 4, 2, 6, 3, 1, 5, 2, 6, 3)  # how many of the phrasings each digit uses
+PHRASINGS = ("{d}", "{w}", "Answer: {d}", "It is {a} {d}.", "The digit is {w}.")
+HOME_WEIGHT = 0.6  # probability of a digit's usual form; the other forms share the rest evenly
 MC_PROMPT = ("<image> \n Look at the given image and identify what digit it shows. Choose the correct answer "
              "from the options below and respond with only the corresponding option letter (A, B, C, or D). "
              "Do not include any explanation or extra text. \n Options:\n{options}")
@@ -108,11 +110,13 @@ SHIFT_FNS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 }
 
 
-def answer_phrasings(digit: int) -> list[str]:
-    """The surface forms of ``digit``'s open answer: ``FORMS_PER_DIGIT[digit]`` phrasings, rotated by the digit."""
-    k = FORMS_PER_DIGIT[digit]
-    templates = [PHRASINGS[(digit + j) % len(PHRASINGS)] for j in range(k)]
-    return [t.format(d=digit, w=NUMBER_WORDS[digit], a="an" if digit == 8 else "a") for t in templates]
+def answer_phrasings(digit: int) -> list[tuple[str, float]]:
+    """``(form, probability)`` of each surface form of ``digit``'s open answer (its usual form first)."""
+    home = 2 if digit < 5 else 4  # "Answer: 3" / "The digit is seven."
+    other = (1.0 - HOME_WEIGHT) / (len(PHRASINGS) - 1)
+    order = [home] + [i for i in range(len(PHRASINGS)) if i != home]
+    return [(PHRASINGS[i].format(d=digit, w=NUMBER_WORDS[digit], a="an" if digit == 8 else "a"),
+             HOME_WEIGHT if i == home else other) for i in order]
 
 
 def render_digit(img8: np.ndarray, size: int, shift: str | None, rng: np.random.Generator) -> Image.Image:

@@ -23,7 +23,32 @@ def test_table_statistics_by_hand():
     row = md.splitlines()[2]
     # adapted greedy mean 70.0, sample std of (60, 80) = 14.1; delta +20.0 ± 14.1
     assert "| 50.0 ± 0.0 | 70.0 ± 14.1 | +20.0 ± 14.1 |" in row
-    assert "+20.0 points" in E.headline(runs, results)
+    head = E.headline(runs, results, 4)
+    assert "greedy 50.0 → 70.0, Δ greedy = +20.0 points (target ≥ +5.0: met)" in head
+    assert "adapted greedy − base maj@4 = +20.0 points (target ≥ 0: met)" in head
+    single = [E.Run("c1_s1", "p", [], "(c) one image", "test_noise"), E.Run("c1_s2", "p", [], "(c) one image",
+                                                                          "test_noise")]
+    results = {"c1_s1": summ(0.5, 0.45), "c1_s2": summ(0.5, 0.5)}
+    assert "Δ greedy = -2.5 ± 3.5 points over 2 seed(s) (target > 0: missed)" in E.headline(single, results, 4)
+
+
+def test_dev_selection_is_a_coordinate_search(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_execute(run, out):
+        seen.append(run.name)
+        lr = float(next(o for o in run.overrides if "optim.lr=" in o).split("=")[1])
+        form = next(o for o in run.overrides if "entropy_form=" in o).split("=")[1]
+        acc = {1e-5: 0.5, 3e-5: 0.7, 1e-4: 0.6}[lr] + 0.1 * (run.epochs == 4) + 0.05 * (form == "per_sample")
+        return {"adapted/val-core/digits_dev_elastic/acc/mean@1": acc,
+                "base/val-core/digits_dev_elastic/acc/mean@1": 0.4}
+
+    monkeypatch.setattr(E, "execute", fake_execute)
+    best, scores = E.choose_settings(E.VARIANTS["full"], tmp_path, "m", tmp_path)
+    assert best == E.Settings(3e-5, 4, "per_sample")
+    assert seen == ["dev_lr1e-05_e2_paper", "dev_lr3e-05_e2_paper", "dev_lr0.0001_e2_paper", "dev_lr3e-05_e4_paper",
+                    "dev_lr3e-05_e4_per_sample"]
+    assert scores[0] == ("base", 0.4) and len(scores) == 6
 
 
 @pytest.mark.slow

@@ -41,3 +41,32 @@ def test_pretrain_lowers_loss_saves_and_caches(tiny_vlm_path, digits_dir, tmp_pa
     mtime = (out / "model.safetensors").stat().st_mtime_ns
     P.pretrain(args)  # same arguments: nothing to do
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_targets_are_sampled_phrasings_of_the_digit(digits_dir):
+    from collections import Counter
+
+    import numpy as np
+
+    from verl.data.digits import answer_phrasings
+
+    op = load_records([digits_dir / "train_open.json"])[:3]
+    mc = load_records([digits_dir / "train_mc.json"])[:1]
+    rng = np.random.default_rng(0)
+    for r in op:
+        drawn = Counter(P.target_text(r, "phrasings", rng) for _ in range(400))
+        forms = answer_phrasings(int(r.ground_truth))
+        assert set(drawn) == {f for f, _ in forms}  # every form is drawn, no other
+        assert 0.5 < drawn[forms[0][0]] / 400 < 0.7  # the usual form, probability 0.6
+        assert P.target_text(r, "digit", rng) == r.ground_truth
+    assert P.target_text(mc[0], "phrasings", rng) == mc[0].ground_truth  # multiple choice: the letter
+
+
+def test_phrasing_stats_counts_by_hand():
+    from verl.rewards.answers import INVALID, extract_answer
+
+    texts = ["seven<|im_end|>", "It is a 3.<|im_end|>", "The digit is<|im_end|>", "<|im_end|>", "Answer: 7"]
+    st = P.phrasing_stats(texts, extract_answer, INVALID)
+    assert st["n_outputs"] == 5 and st["read_as_digit"] == 3 / 5 and st["invalid_ratio"] == 1 / 5
+    assert st["training_phrasing"] == 3 / 5 and st["distinct_forms"] == 5
+    assert st["top_unread"] == [("The digit is", 1), ("", 1)]
