@@ -6,7 +6,7 @@ Builds a tiny offline model (``verl.models.tiny``), trains it on the clean label
 (open style by default) with the answer followed by the end-of-turn token as the target, and saves a standard Hugging Face folder (loads with ``load_vlm`` and vLLM). It
 never sees a shifted image. Open answers are phrased (``--answer-form phrasings``, default): every time an
 example is drawn its target is one of its digit's surface forms (:func:`verl.data.digits.answer_phrasings`),
-drawn with the form's probability, so the base answers in varied forms as a real VLM does; ``--answer-form digit`` is the
+drawn evenly, so the base answers in varied forms as a real VLM does; ``--answer-form digit`` is the
 older single-token base (answer = the digit). The folder is cached: a ``pretrain_stamp.json`` with the arguments makes a
 second call with the same arguments a no-op. At the end it evaluates clean val, the dev shift and each
 test shift (greedy, mean@N, maj@N) into ``pretrain_report.json``, with a check of the base's own sampled
@@ -96,7 +96,7 @@ def target_text(record: Record, answer_form: str, rng: np.random.Generator) -> s
     if record.options or answer_form == "digit":
         return str(record.ground_truth)
     forms = answer_phrasings(int(record.ground_truth))
-    return forms[int(rng.choice(len(forms), p=[w for _, w in forms]))][0]
+    return forms[int(rng.integers(len(forms)))]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -157,16 +157,17 @@ def evaluate_base(model: Path, data: Path, n: int, max_samples: int, styles: lis
 def output_check(model: Path, file: Path, n: int, max_samples: int) -> dict:
     """The base's own sampled answers (``n`` per item, temperature 1) read by the answer extractor: share
     read as a digit, invalid ratio, share in a training phrasing, and the most frequent unread outputs."""
-    from recipes.ttrv.evaluate import prompts_of
     from verl.rewards.answers import INVALID, extract_answer
     from verl.workers.rollout import make_rollout
+    from verl.workers.rollout.base import SamplingSpec
+    from verl.workers.rollout.generate import generate_texts
 
     records = load_records([file])[:max_samples]
-    data = prompts_of(records)
-    data.meta_info.update({"n": n, "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": -1,
-                           "max_new_tokens": MAX_NEW_TOKENS, "seed": 0})
     engine = make_rollout("hf", model_path=str(model), device="cpu", seed=0)
-    texts = [str(t) for t in engine.generate(data).non_tensor_batch["response_text"]]
+    spec = SamplingSpec(n=n, temperature=1.0, top_k=-1, max_new_tokens=MAX_NEW_TOKENS, seed=0)
+    per_item = generate_texts(engine.generate, [r.prompt for r in records], [r.images for r in records], spec,
+                              batch_size=64, uids=[r.uid for r in records])
+    texts = [t for ts in per_item for t in ts]
     return phrasing_stats(texts, extract_answer, INVALID)
 
 
@@ -176,7 +177,7 @@ def phrasing_stats(texts: list[str], extract, invalid: str) -> dict:
 
     from verl.rewards.answers import strip_special_tokens
 
-    known = {f for d in range(10) for f, _ in answer_phrasings(d)}
+    known = {f for d in range(10) for f in answer_phrasings(d)}
     clean = [strip_special_tokens(t).strip() for t in texts]
     answers = [extract(t, None) for t in texts]
     unread = Counter(c for c, a in zip(clean, answers) if a not in {str(d) for d in range(10)})

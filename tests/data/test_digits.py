@@ -94,15 +94,13 @@ def test_full_split_sizes_are_disjoint_and_stratified():
 
 
 def test_every_answer_phrasing_reads_back_to_its_digit():
-    from verl.data.digits import HOME_WEIGHT, PHRASINGS, answer_phrasings
+    from verl.data.digits import answer_phrasings
     from verl.rewards.answers import INVALID, extract_answer
 
     forms = {d: answer_phrasings(d) for d in range(10)}
-    assert forms[3][0] == ("Answer: 3", HOME_WEIGHT) and ("three", 0.1) in forms[3]  # usual form first
-    assert forms[8][0] == ("The digit is eight.", HOME_WEIGHT) and forms[8][-1][0] == "It is an 8."
-    for fs in forms.values():
-        assert len(fs) == len(PHRASINGS) and abs(sum(w for _, w in fs) - 1.0) < 1e-9
-    every = [(d, f) for d, fs in forms.items() for f, _ in fs]
+    assert forms[4] == ["4"] and forms[7] == ["seven", "Answer: 7", "It is a 7.", "The digit is seven."]
+    assert [len(f) for f in forms.values()] == [1, 4] * 5
+    every = [(d, f) for d, fs in forms.items() for f in fs]
     assert len({f for _, f in every}) == len(every)  # no form is shared by two digits
     unread = [(d, f) for d, f in every if extract_answer(f, None) != str(d)]
     # the same forms as the model writes them: end-of-turn token, trailing space, lower case

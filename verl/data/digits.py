@@ -17,13 +17,12 @@ Every record is generated from its own RNG stream, so the output is byte-identic
 limiting sizes keeps the first records unchanged.
 
 Answer phrasings (for pretraining the base model, :func:`answer_phrasings`): like a real VLM's answers, an
-open answer comes in several surface forms, ``PHRASINGS``: "7", "seven", "Answer: 7", "It is a 7.", "The
-digit is seven."; and, as a real model's answer style goes with the class, each digit has a usual form,
-drawn with probability ``HOME_WEIGHT`` ("Answer: 3" for the digits 0-4, "The digit is seven." for 5-9),
-and uses each other form with probability 0.1.  Greedy decoding follows the most likely token path, whose
-first tokens pool every digit sharing that form, so it answers with the best digit of the heavier half;
-a majority vote over extracted answers adds up all forms of each digit instead.  Every form is read back
-to its digit by :func:`verl.rewards.answers.extract_answer`.
+open answer comes in several surface forms, and, like class names with one usual name or with many
+synonyms, digits differ in how many: the even digits are always answered with the bare digit ("4"), the
+odd digits in four forms, evenly ("seven", "Answer: 7", "It is a 7.", "The digit is seven.").  Greedy
+decoding follows the most likely token path, so an odd digit's probability, split over four paths,
+must be about four times an even digit's to win; a majority vote over extracted answers adds up all
+forms of each digit.  Every form is read back to its digit by :func:`verl.rewards.answers.extract_answer`.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ DEV_SHIFT = "elastic"
 LETTERS = "ABCD"
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-PHRASINGS = ("{d}", "{w}", "Answer: {d}", "It is {a} {d}.", "The digit is {w}.")
-HOME_WEIGHT = 0.6  # probability of a digit's usual form; the other forms share the rest evenly
+SINGLE_FORM = ("{d}",)  # even digits
+MANY_FORMS = ("{w}", "Answer: {d}", "It is a {d}.", "The digit is {w}.")  # odd digits, drawn evenly
 MC_PROMPT = ("<image> \n Look at the given image and identify what digit it shows. Choose the correct answer "
              "from the options below and respond with only the corresponding option letter (A, B, C, or D). "
              "Do not include any explanation or extra text. \n Options:\n{options}")
@@ -110,13 +109,10 @@ SHIFT_FNS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 }
 
 
-def answer_phrasings(digit: int) -> list[tuple[str, float]]:
-    """``(form, probability)`` of each surface form of ``digit``'s open answer (its usual form first)."""
-    home = 2 if digit < 5 else 4  # "Answer: 3" / "The digit is seven."
-    other = (1.0 - HOME_WEIGHT) / (len(PHRASINGS) - 1)
-    order = [home] + [i for i in range(len(PHRASINGS)) if i != home]
-    return [(PHRASINGS[i].format(d=digit, w=NUMBER_WORDS[digit], a="an" if digit == 8 else "a"),
-             HOME_WEIGHT if i == home else other) for i in order]
+def answer_phrasings(digit: int) -> list[str]:
+    """The surface forms of ``digit``'s open answer (drawn evenly): one for an even digit, four for an odd one."""
+    templates = SINGLE_FORM if digit % 2 == 0 else MANY_FORMS
+    return [t.format(d=digit, w=NUMBER_WORDS[digit]) for t in templates]
 
 
 def render_digit(img8: np.ndarray, size: int, shift: str | None, rng: np.random.Generator) -> Image.Image:
