@@ -48,16 +48,22 @@ class Variant:
     dev_epochs: tuple[int, ...]  # ... epochs with the best lr, then ...
     dev_entropy_forms: tuple[str, ...]  # ... the entropy form with the best lr and epochs
     shifts: tuple[str, ...] = SHIFTS
+    protocols: tuple[str, ...] = ("a", "b", "c", "d")
     ablations: bool = True
+    single_token_row: bool = True  # protocol (a) on test_noise with the older single-token base
     extra: list[str] = field(default_factory=list)
 
 
 VARIANTS = {
     "full": Variant(seeds=3, max_prompts=100, n_votes=32, n_train=16, dev_lrs=(1e-5, 3e-5, 1e-4),
                     dev_epochs=(2, 4), dev_entropy_forms=("paper", "per_sample")),
+    # the grid this session could afford on 2 shared cores: protocol (a) on every shift, (c), the single-token
+    # base; 50 prompts per split; the dev search over the learning rate only
+    "core": Variant(seeds=3, max_prompts=50, n_votes=32, n_train=16, dev_lrs=(3e-5, 1e-4), dev_epochs=(2,),
+                    dev_entropy_forms=("per_sample",), protocols=("a", "c"), ablations=False),
     "small": Variant(seeds=1, max_prompts=8, n_votes=4, n_train=2, dev_lrs=(1e-4,), dev_epochs=(1,),
                      dev_entropy_forms=("paper",), shifts=("noise",), ablations=False,
-                     extra=["data.train_batch_size=4"]),
+                     single_token_row=False, extra=["data.train_batch_size=4"]),
 }
 
 
@@ -104,12 +110,13 @@ def plan(v: Variant, data: Path, chosen: Settings, model: str, single_token_mode
             runs.append(Run(f"a_{shift}_s{seed}", "protocol_a_full", _io(f, f) + plotted, "(a) whole split",
                             f"test_{shift}", ep))
         noise, blur = split_file(data, "test_noise"), split_file(data, "test_blur")
-        runs += [
-            Run(f"b20_s{seed}", "protocol_b_20", _io(noise, noise) + [f"data.train_subset={min(20, v.max_prompts)}"],
-                "(b) 20 images", "test_noise"),
-            Run(f"c1_s{seed}", "protocol_c_single", _io(noise, noise), "(c) one image", "test_noise"),
-            Run(f"d_s{seed}", "protocol_d_cross", _io(noise, blur), "(d) noise → blur", "test_blur", ep),
-        ]
+        others = {
+            "b": Run(f"b20_s{seed}", "protocol_b_20", _io(noise, noise) + [f"data.train_subset={min(20, v.max_prompts)}"],
+                     "(b) 20 images", "test_noise"),
+            "c": Run(f"c1_s{seed}", "protocol_c_single", _io(noise, noise), "(c) one image", "test_noise"),
+            "d": Run(f"d_s{seed}", "protocol_d_cross", _io(noise, blur), "(d) noise → blur", "test_blur", ep),
+        }
+        runs += [run for key, run in others.items() if key in v.protocols]
         other_form = "paper" if chosen.entropy_form == "per_sample" else "per_sample"
         ablations = {
             "majority reward": ["reward.reward_type=majority"],
@@ -121,7 +128,7 @@ def plan(v: Variant, data: Path, chosen: Settings, model: str, single_token_mode
             key = label.replace(" ", "_").replace(".", "").replace(",", "")
             runs.append(Run(f"abl_{key}_s{seed}", "protocol_a_full", _io(noise, noise) + ov, f"ablation: {label}",
                             "test_noise", ep))
-        if single_token_model is not None:
+        if single_token_model is not None and v.single_token_row:
             runs.append(Run(f"single_token_s{seed}", "protocol_a_full", _io(noise, noise), SINGLE_TOKEN_ROW,
                             "test_noise", ep, single_token_model))
     for r in runs:
@@ -141,6 +148,7 @@ def _common(v: Variant, chosen: Settings, model: str, seed: int) -> list[str]:
             f"actor_rollout_ref.rollout.n={v.n_train}", f"actor_rollout_ref.rollout.val_sample_n={v.n_votes}",
             "trainer.logger=[jsonl]",
             "actor_rollout_ref.rollout.name=hf",  # tiny model: no engine start-up per run
+            "trainer.backend=local", "trainer.n_gpus_per_node=1",  # one in-process worker: no Ray start-up per run
             "trainer.save_freq=-1", *v.extra]
 
 
@@ -167,23 +175,42 @@ def execute(run: Run, out: Path) -> dict:
     return summary
 
 
-def choose_settings(v: Variant, data: Path, model: str, out: Path) -> tuple[Settings, list[tuple[str, float]]]:
+def _execute_one(args: tuple[Run, Path]) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return execute(*args)
+
+
+def execute_all(runs: list[Run], out: Path, jobs: int) -> dict[str, dict]:
+    """Every run's summary; ``jobs`` > 1 runs that many at once (separate processes, each one worker)."""
+    if jobs <= 1:
+        return {r.name: execute(r, out) for r in runs}
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        summaries = pool.map(_execute_one, [(r, out) for r in runs], chunksize=1)
+    return {r.name: s for r, s in zip(runs, summaries)}
+
+
+def choose_settings(v: Variant, data: Path, model: str, out: Path,
+                    jobs: int = 1) -> tuple[Settings, list[tuple[str, float]]]:
     """Coordinate search on the dev shift (seed 1): the learning rate, then the epochs, then the entropy form,
     each by adapted greedy accuracy on ``dev_elastic`` (ties keep the earlier value)."""
     dev = split_file(data, "dev_elastic")
     summaries: dict[Settings, dict] = {}
 
+    def dev_run(st: Settings) -> Run:
+        return Run(f"dev_lr{st.lr:g}_e{st.epochs}_{st.entropy_form}", "protocol_a_full",
+                   _common(v, st, model, 1) + _io(dev, dev), "dev", "dev_elastic", st.epochs)
+
     def score(st: Settings) -> float:
-        if st not in summaries:
-            name = f"dev_lr{st.lr:g}_e{st.epochs}_{st.entropy_form}"
-            run = Run(name, "protocol_a_full", _common(v, st, model, 1) + _io(dev, dev), "dev", "dev_elastic",
-                      st.epochs)
-            summaries[st] = execute(run, out)
         return _get(summaries[st], "adapted", "dev_elastic", "mean@1")
 
     best = Settings(v.dev_lrs[0], v.dev_epochs[0], v.dev_entropy_forms[0])
     for field_name, values in (("lr", v.dev_lrs), ("epochs", v.dev_epochs), ("entropy_form", v.dev_entropy_forms)):
         cands = [Settings(**{**best.__dict__, field_name: x}) for x in values]
+        todo = [st for st in cands if st not in summaries]
+        done = execute_all([dev_run(st) for st in todo], out, jobs)
+        summaries.update({st: done[dev_run(st).name] for st in todo})
         best = max(cands, key=score)  # max keeps the first of equal scores
     base = _get(summaries[best], "base", "dev_elastic", "mean@1")
     labels = [(f"lr {st.lr:g}, {st.epochs} epochs, {st.entropy_form.replace('_', '-')} entropy", score(st))
@@ -271,6 +298,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--single-token-model", default="checkpoints/tiny_base/qwen2_5_vl_digit",
                    help="the older single-token base for its row (built if missing; '' skips the row)")
     p.add_argument("--out", default=None, help="default: logs/ttrv_results/<variant>")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each in its own process)")
     p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -284,12 +312,12 @@ def main(argv: list[str] | None = None) -> str:
 
     if not (Path(a.model) / "config.json").is_file():
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", a.model])
-    single = a.single_token_model
-    if single and v.ablations:  # cached: a no-op when up to date
+    single = a.single_token_model if v.single_token_row else None
+    if single:  # cached: a no-op when up to date
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", single, "--answer-form", "digit"])
-    chosen, dev_scores = choose_settings(v, data, a.model, out)
-    runs = plan(v, data, chosen, a.model, single if v.ablations else None)
-    results = {r.name: execute(r, out) for r in runs}
+    chosen, dev_scores = choose_settings(v, data, a.model, out, a.jobs)
+    runs = plan(v, data, chosen, a.model, single)
+    results = execute_all(runs, out, a.jobs)
     dev = "; ".join(f"{label}: {100 * sc:.1f}%" for label, sc in dev_scores)
     n = v.n_votes
     md = (f"Variant `{a.variant}`: first {v.max_prompts} prompts of each split, {v.seeds} seed(s); {n} votes per "
