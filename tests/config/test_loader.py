@@ -145,7 +145,7 @@ def test_ttrv_recipe_has_paper_hyperparameters():
 def test_ttrv_cpu_tiny_recipe_and_override():
     cfg = load_config("ttrv_cpu_tiny", ["trainer.total_epochs=1"], config_dir=RECIPES)
     r = cfg.actor_rollout_ref.rollout
-    assert (r.n_votes, r.n, r.max_new_tokens) == (8, 8, 8)
+    assert (r.n_votes, r.n, r.max_new_tokens) == (32, 16, 10) and cfg.reward.entropy_form == "per_sample"
     assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 2 and cfg.trainer.total_epochs == 1
     assert cfg.actor_rollout_ref.actor.optim.lr == 3e-5  # chosen on dev (recipes/ttrv/experiments.py)
     assert cfg.actor_rollout_ref.actor.kl_loss_type == "low_var_kl"  # inherited from ttrv.yaml
