@@ -1,19 +1,22 @@
 """Regenerate the TTRV results table and plots from scratch: ``python -m recipes.ttrv.experiments``.
 
 Steps (each run's summary is cached under ``--out/runs/<name>/summary.json``, so a re-run only does
-what is missing):
+what is missing; ``--jobs N`` runs N at once, each in its own process):
 
-1. data (``verl.data.digits``) and the tiny pretrained base model (``recipes.ttrv.pretrain_base``);
-2. learning-rate selection on the labeled *development* shift (``dev_elastic``) only;
-3. the grid with the chosen learning rate, every entry over ``--seeds`` seeds: protocol (a) on every
+1. data (``verl.data.digits``), the tiny pretrained base (``recipes.ttrv.pretrain_base``, answers in
+   several phrasings) and the older single-token base (``--answer-form digit``) for one comparison row;
+2. hyper-parameters chosen on the labeled *development* shift (``dev_elastic``) only: a coordinate search
+   over the learning rate, then the epochs, then the entropy form (adapted greedy accuracy, seed 1);
+3. the grid with the chosen settings, every entry over ``--seeds`` seeds, 32 votes per image of which 16
+   train, maj@32 / mean@32 reported (the base's majority at the same sample budget): protocol (a) on every
    shifted split; protocols (b) 20 images, (c) one image, (d) noise → blur; ablations on the noise split
-   (majority vs frequency reward, entropy weight 0 / 0.75 in the published and in the per-sample form,
-   invalid answers voting);
-4. ``--out/results.md`` (the table, also written into README.md between the ``ttrv-results`` markers)
-   and plots of accuracy and answer entropy vs step.
+   (majority reward, entropy 0, the other entropy form, 8 votes / 8 trained); the single-token base;
+4. ``--out/results.md`` (the headline against the targets and the table, also written into README.md
+   between the ``ttrv-results`` markers) and plots of accuracy and answer entropy vs step.
 
-``--variant full`` is the table in README (CPU, about 20 minutes on 2 cores); ``--variant small`` runs the same code
-on a few prompts and one seed (minutes; CI runs it in a test with a random tiny model).
+``--variant full`` is the whole grid; ``core`` (protocol (a) on every shift, (c), the single-token row,
+50 prompts) is what a shared 2-core machine affords in about 40 minutes; ``small`` runs the same code on
+a few prompts and one seed (CI runs it in a test with a random tiny model).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Variant:
     protocols: tuple[str, ...] = ("a", "b", "c", "d")
     ablations: bool = True
     single_token_row: bool = True  # protocol (a) on test_noise with the older single-token base
+    local_backend: bool = True  # one in-process worker (no Ray start-up per run); False: 2 Ray workers
     extra: list[str] = field(default_factory=list)
 
 
@@ -61,9 +65,9 @@ VARIANTS = {
     # base; 50 prompts per split; the dev search over the learning rate only
     "core": Variant(seeds=3, max_prompts=50, n_votes=32, n_train=16, dev_lrs=(3e-5, 1e-4), dev_epochs=(2,),
                     dev_entropy_forms=("per_sample",), protocols=("a", "c"), ablations=False),
-    "small": Variant(seeds=1, max_prompts=8, n_votes=4, n_train=2, dev_lrs=(1e-4,), dev_epochs=(1,),
+    "small": Variant(seeds=1, max_prompts=8, n_votes=4, n_train=4, dev_lrs=(1e-4,), dev_epochs=(1,),
                      dev_entropy_forms=("paper",), shifts=("noise",), ablations=False,
-                     single_token_row=False, extra=["data.train_batch_size=4"]),
+                     single_token_row=False, local_backend=False, extra=["data.train_batch_size=4"]),
 }
 
 
@@ -148,7 +152,7 @@ def _common(v: Variant, chosen: Settings, model: str, seed: int) -> list[str]:
             f"actor_rollout_ref.rollout.n={v.n_train}", f"actor_rollout_ref.rollout.val_sample_n={v.n_votes}",
             "trainer.logger=[jsonl]",
             "actor_rollout_ref.rollout.name=hf",  # tiny model: no engine start-up per run
-            "trainer.backend=local", "trainer.n_gpus_per_node=1",  # one in-process worker: no Ray start-up per run
+            *(["trainer.backend=local", "trainer.n_gpus_per_node=1"] if v.local_backend else []),
             "trainer.save_freq=-1", *v.extra]
 
 
