@@ -55,12 +55,13 @@ def test_preset_loads_and_bad_keys_are_named():
 
 
 def _cfg(model, data, tmp, *extra):
-    files = f"[{data / 'test_noise_open.json'},{data / 'test_blur_open.json'}]"
+    files = f"[{data / 'test_noise_mc.json'},{data / 'test_blur_mc.json'}]"  # the random model's votes differ here
     return O.load_online_config("protocol_e_online", [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={files}", f"data.val_files={files}",
         "data.train_batch_size=4", "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.actor.ppo_mini_batch_size=2", "online.k=2", "online.window=4",
         "online.items_per_source=4", "online.steps_per_update=1", "actor_rollout_ref.actor.optim.lr=1e-3",
+        "actor_rollout_ref.actor.skip_zero_adv_groups=false",
         f"trainer.default_local_dir={tmp / 'ckpt'}", f"trainer.log_dir={tmp / 'logs'}", "trainer.logger=[jsonl]",
         *extra])
 
@@ -97,6 +98,10 @@ def test_episodic_run_predictions_and_exact_resume(tiny_vlm_path, digits_dir, tm
     # each episode starts from the base: its first chunk is answered exactly as the base answered it
     assert all(r["answer"] == r["base_answer"] for r in rows if r["position"] in (0, 1, 4, 5))
     assert 0.0 <= summary["online/prequential_acc"] <= 1.0 and "online/base_acc" in summary
+    from verl.models.load import load_vlm
+
+    base = load_vlm(model, device="cpu")[0].state_dict()
+    assert any(not np.allclose(weights[k], base[k].float().numpy()) for k in weights)  # the updates trained it
 
     cut = _cfg(model, digits_dir, tmp_path / "cut", "online.mode=episodic")
     _run(cut, chunks=3)  # stops inside the second episode
