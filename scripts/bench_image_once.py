@@ -16,8 +16,6 @@ from pathlib import Path
 
 import torch
 
-import verl  # noqa: F401  (torchvision compat shim)
-
 
 def _batch(processor, image_size: int, prompts: int, n: int, resp_len: int):
     from PIL import Image

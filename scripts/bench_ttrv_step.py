@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import verl  # noqa: E402,F401  (torchvision shim before transformers)
+from verl.utils.torchvision_compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()  # this script builds models and processors: torchvision importable first
 
 OPTIONS = ["accordion", "shovel", "koala", "toaster", "golden retriever", "espresso maker", "red fox", "mitten",
            "lighthouse", "garden spider", "tennis ball", "fire engine"]

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import verl  # noqa: F401  (applies the torchvision compat shim before anything imports transformers)
+from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+# test modules import transformers' VLM classes directly: make torchvision importable first
+ensure_torchvision_importable()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

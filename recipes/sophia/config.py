@@ -19,7 +19,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from verl.config.loader import ConfigError
+from verl.config.loader import ConfigError, check_loss_agg_mode
+from verl.config.schema import ActorConfig, FSDPConfig, ModelConfig, OptimConfig, RolloutConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config" / "sophia_cpu_tiny.yaml"
 
@@ -36,7 +37,9 @@ class DataCfg:
 @dataclass
 class CaptionCfg:
     model_path: str = "checkpoints/sophia/captioner"  # the VLM being improved (captioner and policy)
-    engine: str = "hf"  # hf | vllm
+    engine: str = "hf"  # hf | vllm (caption and evaluation engine)
+    dtype: str = "float32"  # engine dtype of the VLM: float32 | bfloat16 | auto
+    trust_remote_code: bool = False  # for the VLM's loaders and engines
     prompt: str = "brief"  # key of prompts.CAPTION_PROMPTS (brief | detailed) or the prompt text
     k: int = 4  # captions per image
     temperature: float = 1.0
@@ -59,6 +62,7 @@ class HttpCfg:
 class ReasonCfg:
     backend: str = "local"  # local (HF text LM folder) | http (OpenAI-compatible endpoint)
     model_path: str = "checkpoints/sophia/reasoner"
+    trust_remote_code: bool = False  # local backend: for the reasoner's model and tokenizer
     n: int = 8  # reasonings per caption
     temperature: float = 0.8
     top_p: float = 1.0
@@ -80,13 +84,16 @@ class UpdateCfg:
     target: str = "reasoning"  # reasoning (SOPHIA) | caption (baseline: SFT on the kept captions only)
     system_prompt: str = "long_reasoning"  # long_reasoning | none
     lr: float = 1e-3
+    lr_scheduler_type: str = "cosine"  # constant | cosine
     min_lr_ratio: float = 0.25  # cosine to lr/4 (paper)
     warmup_steps: int = 0
     weight_decay: float = 0.05
     epochs: int = 6
     batch_size: int = 16
     micro_batch: int = 16
-    loss_agg_mode: str = "token-mean"  # token-mean | seq-mean-token-sum (sum per sequence) | seq-mean-token-mean
+    loss_agg_mode: str = "token-mean"  # one of verl.algos.policy_loss.AGG_MODES
+    param_dtype: str = "float32"  # FSDP2 compute dtype of the update: float32 | bfloat16
+    gradient_checkpointing: bool = False
     freeze_vision_tower: bool = True
     freeze_projector: bool = False
     max_response_tokens: int = 96
@@ -131,11 +138,13 @@ class SophiaConfig:
 STAGES = ("caption", "reason", "reward", "select", "update", "evaluate")
 CHOICES: dict[str, tuple[str, ...]] = {
     "caption.engine": ("hf", "vllm"),
+    "caption.dtype": ("float32", "bfloat16", "auto"),
     "reason.backend": ("local", "http"),
     "select.length_unit": ("tokens", "chars"),
     "update.target": ("reasoning", "caption"),
     "update.system_prompt": ("long_reasoning", "none"),
-    "update.loss_agg_mode": ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-sum"),
+    "update.lr_scheduler_type": ("constant", "cosine"),
+    "update.param_dtype": ("float32", "bfloat16"),
 }
 
 
@@ -168,6 +177,7 @@ def validate(cfg: SophiaConfig) -> SophiaConfig:
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
+    check_loss_agg_mode("update.loss_agg_mode", cfg.update.loss_agg_mode)
     bad = [s for s in cfg.trainer.stages if s not in STAGES]
     if bad:
         raise ConfigError(f"trainer.stages has unknown stage(s) {bad}; known: {list(STAGES)}")
@@ -208,3 +218,28 @@ def load_sophia_config(path: str | Path | None = None, overrides: list[str] | No
 
 def to_dict(cfg: SophiaConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- typed verl configs of the VLM
+def vlm_model_config(cfg: SophiaConfig, path: str | Path | None = None) -> ModelConfig:
+    """The VLM (``caption.model_path`` unless ``path``) as a verl model section: loaders, engines, update."""
+    u = cfg.update
+    return ModelConfig(path=str(path or cfg.caption.model_path), dtype=cfg.caption.dtype,
+                       trust_remote_code=cfg.caption.trust_remote_code,
+                       enable_gradient_checkpointing=u.gradient_checkpointing,
+                       freeze_vision_tower=u.freeze_vision_tower, freeze_projector=u.freeze_projector)
+
+
+def vlm_rollout_config(cfg: SophiaConfig) -> RolloutConfig:
+    """The caption / evaluation engine (``caption.engine``); sampling comes with each generate call."""
+    return RolloutConfig(name=cfg.caption.engine)
+
+
+def update_actor_config(cfg: SophiaConfig, total_steps: int) -> ActorConfig:
+    """The update stage's actor: reward-weighted NLL (``sft_step``), no KL, ``total_steps`` optimizer steps."""
+    u = cfg.update
+    optim = OptimConfig(lr=u.lr, weight_decay=u.weight_decay, lr_warmup_steps=u.warmup_steps,
+                        lr_scheduler_type=u.lr_scheduler_type, min_lr_ratio=u.min_lr_ratio,
+                        total_training_steps=total_steps)
+    return ActorConfig(optim=optim, ppo_micro_batch_size_per_gpu=u.micro_batch, loss_agg_mode=u.loss_agg_mode,
+                       use_kl_loss=False, fsdp=FSDPConfig(param_dtype=u.param_dtype))

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import verl  # noqa: F401  (torchvision compat shim)
 from recipes.sophia.config import load_sophia_config
 from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
 from recipes.sophia.pipeline import _rollout_factory, run_pipeline

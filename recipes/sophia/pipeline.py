@@ -18,9 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import verl  # noqa: F401  (torchvision compat shim)
 from recipes.sophia import stages as S
-from recipes.sophia.config import SophiaConfig, load_sophia_config, to_dict
+from recipes.sophia.config import (
+    SophiaConfig,
+    load_sophia_config,
+    to_dict,
+    vlm_model_config,
+    vlm_rollout_config,
+)
 
 logger = logging.getLogger("recipes.sophia.pipeline")
 
@@ -29,7 +34,7 @@ def _rollout_factory(cfg: SophiaConfig) -> Callable[[str], Any]:
     def make(path: str) -> Any:
         from verl.workers.rollout import make_rollout
 
-        return make_rollout(cfg.caption.engine, model_path=path, device="cpu", seed=cfg.trainer.seed)
+        return make_rollout(vlm_rollout_config(cfg), vlm_model_config(cfg, path), device="cpu", seed=cfg.trainer.seed)
 
     return make
 
@@ -39,7 +44,8 @@ def _length_fn(cfg: SophiaConfig) -> Callable[[str], int] | None:
         return None
     from verl.models.load import load_processor
 
-    tok = getattr(load_processor(cfg.caption.model_path), "tokenizer", None)
+    tok = getattr(load_processor(cfg.caption.model_path, trust_remote_code=cfg.caption.trust_remote_code),
+                  "tokenizer", None)
     if tok is None:
         raise ValueError(f"select.length_unit=tokens: no tokenizer in {cfg.caption.model_path}")
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
@@ -64,8 +70,7 @@ def run_pipeline(cfg: SophiaConfig, *, caption_engine: Callable[[], Any] | None 
     todo = set(cfg.trainer.stages)
     rollout = eval_engine or _rollout_factory(cfg)
     cap_engine = caption_engine or (lambda: rollout(cfg.caption.model_path))
-    backend = reasoner or (lambda: make_reasoner(cfg.reason.backend, cfg.reason.model_path, cfg.reason.http,
-                                                 run / "reasoner_cache.sqlite", cfg.trainer.seed))
+    backend = reasoner or (lambda: make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", cfg.trainer.seed))
     data_dir = Path(cfg.data.dir)
     summary: dict[str, Any] = {"run_dir": str(run)}
     timing: dict[str, float] = {}

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import verl  # noqa: F401  (torchvision compat shim)
 from recipes.sophia.prompts import build_caption_messages
 from recipes.sophia.runio import (
     run_pretrain_cli,
@@ -35,7 +34,8 @@ from recipes.sophia.runio import (
     write_json,
     write_stamp,
 )
-from recipes.sophia.vlm_data import SFTRow, actor_config, make_actor, sft_dataproto
+from recipes.sophia.vlm_data import SFTRow, make_actor, sft_dataproto
+from verl.config.schema import ActorConfig, FSDPConfig, ModelConfig, OptimConfig, RolloutConfig
 from verl.data.formats import Record, load_records
 from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.generate import generate_texts
@@ -75,12 +75,17 @@ def arithmetic_rows(rng: np.random.Generator, n: int) -> list[SFTRow]:
     return rows
 
 
+def _cpu_model(path: str | Path) -> ModelConfig:
+    """The tiny captioner on CPU: float32, no gradient checkpointing, nothing frozen."""
+    return ModelConfig(path=str(path), dtype="float32", enable_gradient_checkpointing=False)
+
+
 def caption_accuracy(model_path: str | Path, records: list[Record], n: int = 1, temperature: float = 0.0,
                      seed: int = 0, max_new_tokens: int = 24, prompt: str = "brief") -> dict[str, float]:
     """Share of descriptions with both digits right, and of digits right (greedy when temperature 0)."""
     from verl.workers.rollout import make_rollout
 
-    engine = make_rollout("hf", model_path=str(model_path), device="cpu", seed=seed)
+    engine = make_rollout(RolloutConfig(name="hf"), _cpu_model(model_path), device="cpu", seed=seed)
     spec = SamplingSpec(n=n, temperature=temperature, top_k=-1, max_new_tokens=max_new_tokens, seed=seed)
     texts = generate_texts(engine.generate, [build_caption_messages(1, prompt)] * len(records),
                            [list(r.images) for r in records], spec, batch_size=64, reseed_chunks=True)
@@ -99,7 +104,7 @@ def arithmetic_accuracy(model_path: str | Path, n: int = 64, seed: int = 999) ->
     from verl.workers.rollout import make_rollout
 
     rows = arithmetic_rows(np.random.default_rng(seed), n)
-    engine = make_rollout("hf", model_path=str(model_path), device="cpu", seed=seed)
+    engine = make_rollout(RolloutConfig(name="hf"), _cpu_model(model_path), device="cpu", seed=seed)
     greedy = SamplingSpec(n=1, temperature=0.0, top_k=-1, max_new_tokens=24, seed=0)
     texts = generate_texts(engine.generate, [r.prompt for r in rows], [[] for _ in rows], greedy, batch_size=64,
                            reseed_chunks=True)
@@ -123,9 +128,10 @@ def pretrain(a: argparse.Namespace) -> Path:
     init = out.with_name(out.name + "_init")
     torch.manual_seed(a.seed)
     build_tiny_vlm(a.arch, init, seed=a.seed)
-    cfg = actor_config(a.lr, weight_decay=0.01, micro_batch=a.batch_size, total_steps=a.steps, min_lr_ratio=0.1,
-                       warmup_steps=max(1, a.steps // 20))
-    actor = make_actor(str(init), cfg, freeze_vision_tower=False)
+    optim = OptimConfig(lr=a.lr, weight_decay=0.01, lr_warmup_steps=max(1, a.steps // 20), lr_scheduler_type="cosine",
+                        min_lr_ratio=0.1, total_training_steps=a.steps)
+    actor = make_actor(_cpu_model(init), ActorConfig(optim=optim, ppo_micro_batch_size_per_gpu=a.batch_size,
+                                                     use_kl_loss=False, fsdp=FSDPConfig(param_dtype="float32")))
     rows = caption_rows(load_records([data / "caption_train.json"]), a.caption_prompt)
     rng = np.random.default_rng(a.seed)
     cache: dict = {}

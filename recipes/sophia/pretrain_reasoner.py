@@ -72,6 +72,9 @@ def synth_example(rng: np.random.Generator, noise: float) -> tuple[str, str, str
 
 def build_model(seed: int, hidden: int, layers: int):
     """Tokenizer + randomly initialised ``Qwen2ForCausalLM`` (tied embeddings)."""
+    from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # transformers' model modules import torchvision / torchaudio when installed
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     from verl.models.tiny import build_tokenizer
@@ -111,7 +114,7 @@ def evaluate_reasoner(path: str | Path, n_items: int = 200, seed: int = 12345) -
     """Greedy and sampled (T=0.8, 4 samples) accuracy on fresh synthetic items with clean descriptions."""
     rng = np.random.default_rng(seed)
     items = [synth_example(rng, 0.0) for _ in range(n_items)]
-    r = LocalReasoner(path)
+    r = LocalReasoner(path, trust_remote_code=False)  # the folder pretrain() wrote
     out: dict[str, float] = {}
     for name, s in (("greedy", Sampling(n=1, temperature=0.0, max_new_tokens=96)),
                     ("sampled_t0.8", Sampling(n=4, temperature=0.8, max_new_tokens=96))):

@@ -20,12 +20,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-import verl  # noqa: F401  (torchvision / torchaudio compat shim before transformers)
 from recipes.sophia.prompts import build_reasoning_messages
+
+if TYPE_CHECKING:
+    from recipes.sophia.config import ReasonCfg
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +71,18 @@ def local_prompt(caption: str, question: str) -> str:
 class LocalReasoner:
     """A causal text LM folder (``AutoModelForCausalLM`` + tokenizer) sampled on CPU."""
 
-    def __init__(self, model_path: str | Path, device: str = "cpu"):
+    def __init__(self, model_path: str | Path, *, trust_remote_code: bool, device: str = "cpu"):
+        from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # before transformers may import torchvision / torchaudio
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).to(device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32, local_files_only=True,
+                                                          trust_remote_code=trust_remote_code).to(device).eval()
         # not AutoTokenizer: it turns the saved byte-level BPE into a Qwen2Tokenizer whose pre-tokenizer splits
         # text differently from the tokenizer the model was trained with
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_path))
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_path), local_files_only=True,
+                                                                 trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         self.device = device
         self.calls = 0
@@ -134,11 +141,13 @@ class HTTPReasonerBackend:
         self.client.close()
 
 
-def make_reasoner(backend: str, model_path: str, http: Any = None, cache_path: str | Path | None = None,
+def make_reasoner(reason: ReasonCfg, cache_path: str | Path | None = None,
                   seed: int = 0) -> LocalReasoner | HTTPReasonerBackend:
-    """``backend`` "local" (``model_path``) or "http" (``http``: base_url, model, api_key_env, limits)."""
+    """``reason.backend`` "local" (``reason.model_path``, ``reason.trust_remote_code``) or "http"
+    (``reason.http``: base_url, model, api_key_env, limits)."""
+    backend, http = reason.backend, reason.http
     if backend == "local":
-        return LocalReasoner(model_path)
+        return LocalReasoner(reason.model_path, trust_remote_code=reason.trust_remote_code)
     if backend == "http":
         from recipes.sophia.reasoner_http import HTTPReasoner
 

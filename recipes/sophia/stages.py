@@ -294,7 +294,8 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, tr
     """Reward-weighted NLL (no ratio, no KL, no reference) on the selected trajectories; exports ``model/``."""
     import torch
 
-    from recipes.sophia.vlm_data import actor_config, make_actor, sft_dataproto
+    from recipes.sophia.config import update_actor_config, vlm_model_config
+    from recipes.sophia.vlm_data import make_actor, sft_dataproto
 
     u, model_dir = cfg.update, run / "model"
     stamp = {"selected": _file_hash(run / "selected.jsonl"), "update": json.loads(json.dumps(u.__dict__)),
@@ -308,11 +309,8 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, tr
                            "raise caption.k / reason.n, or check the reasoner")
     steps_per_epoch = -(-len(rows) // u.batch_size)
     total = u.epochs * steps_per_epoch
-    acfg = actor_config(u.lr, weight_decay=u.weight_decay, micro_batch=u.micro_batch, loss_agg_mode=u.loss_agg_mode,
-                        total_steps=total, min_lr_ratio=u.min_lr_ratio, warmup_steps=u.warmup_steps)
     torch.manual_seed(u.seed)
-    actor = make_actor(cfg.caption.model_path, acfg, freeze_vision_tower=u.freeze_vision_tower,
-                       freeze_projector=u.freeze_projector)
+    actor = make_actor(vlm_model_config(cfg), update_actor_config(cfg, total))
     rng = np.random.default_rng(u.seed)
     cache: dict = {}
     step, losses = 0, []

@@ -13,13 +13,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from verl.config.schema import ActorConfig, ModelConfig, OptimConfig
 from verl.models.multimodal import build_prompt_inputs, pad_id_of
 from verl.protocol import DataProto
+
+if TYPE_CHECKING:
+    from verl.config.schema import ActorConfig, ModelConfig
+    from verl.workers.actor import FSDPActor
 
 
 @dataclass
@@ -87,22 +90,9 @@ def ensure_process_group() -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
 
 
-def actor_config(lr: float, *, weight_decay: float = 0.05, micro_batch: int = 16, loss_agg_mode: str = "token-mean",
-                 total_steps: int = -1, scheduler: str = "cosine", min_lr_ratio: float = 0.25, warmup_steps: int = 0,
-                 grad_clip: float = 1.0) -> ActorConfig:
-    """The actor config of an SFT-only actor (at most ``micro_batch`` samples per micro-batch, no KL)."""
-    optim = OptimConfig(lr=lr, betas=[0.9, 0.999], weight_decay=weight_decay, lr_warmup_steps=warmup_steps,
-                        lr_scheduler_type=scheduler, min_lr_ratio=min_lr_ratio, total_training_steps=total_steps)
-    return ActorConfig(optim=optim, ppo_micro_batch_size_per_gpu=micro_batch, loss_agg_mode=loss_agg_mode,
-                       grad_clip=grad_clip, use_kl_loss=False, kl_loss_coef=0.0)
-
-
-def make_actor(model_path: str, cfg: ActorConfig, *, freeze_vision_tower: bool = True,
-               freeze_projector: bool = False) -> Any:
-    """A world-size-1 ``FSDPActor`` on CPU (float32, no gradient checkpointing)."""
+def make_actor(model: ModelConfig, actor: ActorConfig) -> FSDPActor:
+    """A world-size-1 ``FSDPActor`` on CPU (master weights float32; compute dtype ``actor.fsdp.param_dtype``)."""
     from verl.workers.actor import FSDPActor
 
     ensure_process_group()
-    model_cfg = ModelConfig(path=str(model_path), enable_gradient_checkpointing=False,
-                            freeze_vision_tower=freeze_vision_tower, freeze_projector=freeze_projector)
-    return FSDPActor(model_cfg, cfg, device="cpu")
+    return FSDPActor(model, actor, device="cpu")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-import verl  # noqa: F401  (torchvision compat shim)
 from verl.data.formats import Record, load_records
 from verl.rewards.answers import INVALID, extract_answer, normalize_ground_truth
 from verl.rewards.metrics import maj_at_n, mean_at_n
@@ -44,9 +43,11 @@ def _answers(engine, records: list[Record], n: int, greedy: bool, max_new_tokens
 def evaluate(model: str | Path, files: list[str | Path], n: int = 8, rollout: str = "hf", max_new_tokens: int = 8,
              seed: int = 0, batch: int = 64, max_samples: int = -1) -> dict[str, dict[str, float]]:
     """``{file stem: {greedy, mean@N, maj@N, invalid_ratio, n_items}}`` for each file."""
+    from verl.config.schema import ModelConfig, RolloutConfig
     from verl.workers.rollout import make_rollout
 
-    engine = make_rollout(rollout, model_path=str(model), device="cpu", seed=seed)
+    engine = make_rollout(RolloutConfig(name=rollout), ModelConfig(path=str(model), dtype="float32"), device="cpu",
+                          seed=seed)
     results: dict[str, dict[str, float]] = {}
     for f in files:
         records = load_records([f])

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import verl  # noqa: F401  (torchvision compat shim)
 from verl.data.digits import answer_phrasings
 from verl.data.formats import Record, load_records
 from verl.models.multimodal import build_prompt_inputs, pad_id_of

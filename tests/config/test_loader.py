@@ -156,7 +156,34 @@ def test_to_yaml_round_trips_values():
     assert "n_votes: 12" in text and "actor_rollout_ref:" in text and "hydra" not in text
 
 
-def test_framework_yaml_agrees_with_schema_defaults():
-    # ppo_trainer.yaml restates the schema defaults for readability; they must not drift apart.
+def test_framework_yaml_holds_no_defaults():
+    # defaults live in the schema only: ppo_trainer.yaml is the schema plus Hydra settings
+    from omegaconf import OmegaConf
+
+    from verl.config.loader import DEFAULT_CONFIG_DIR
+
+    assert set(OmegaConf.load(DEFAULT_CONFIG_DIR / "ppo_trainer.yaml")) == {"defaults", "hydra"}
     assert to_yaml(load_config(overrides=["trainer.device=cpu"])) == to_yaml(
         finalize(RLConfig(trainer=RLConfig().trainer.__class__(device="cpu"))))
+
+
+# ---------------------------------------------------------------- one list of choices, no dead keys
+def test_loss_agg_modes_are_the_aggregation_codes_list():
+    from verl.algos.policy_loss import AGG_MODES
+
+    cfg = load_config(overrides=["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm"])  # Dr.GRPO
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum-norm"
+    with pytest.raises(ConfigError, match="choose one of " + str(list(AGG_MODES)).replace("[", r"\[")):
+        load_config(overrides=["actor_rollout_ref.actor.loss_agg_mode=mean"])
+
+
+@pytest.mark.parametrize("key", ["actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.rollout.seed=0",
+                                 "actor_rollout_ref.rollout.val_kwargs.n=1"])
+def test_deleted_keys_are_unknown(key):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(overrides=[key])
+
+
+def test_tensor_parallel_needs_vllm_on_cuda():
+    with pytest.raises(ConfigError, match="tensor_parallel_size=2 needs the vLLM engine on CUDA"):
+        load_config(overrides=["actor_rollout_ref.rollout.tensor_parallel_size=2", "trainer.device=cpu"])

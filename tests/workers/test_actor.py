@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from verl.config.schema import ActorConfig, ModelConfig, OptimConfig
+from verl.config.schema import ActorConfig, FSDPConfig, ModelConfig, OptimConfig
 
 ARCH = "qwen2_5_vl"
 
@@ -33,7 +33,8 @@ def _png(seed: int) -> bytes:
 
 def actor_cfg(**over) -> ActorConfig:
     optim = OptimConfig(lr=over.pop("lr", 1e-3), weight_decay=0.01)
-    base = dict(ppo_mini_batch_size=2, use_kl_loss=True, kl_loss_coef=0.001, optim=optim)
+    base = dict(ppo_mini_batch_size=2, use_kl_loss=True, kl_loss_coef=0.001, optim=optim,
+                fsdp=FSDPConfig(param_dtype="float32"))  # float32 compute: exact comparisons on CPU
     base.update(over)
     return ActorConfig(**base)
 
@@ -323,7 +324,6 @@ _WS_ADV = [1.0, -1.0, 0.5, -0.5]
 def _ws2_worker(rank: int, port: int, qpath: str, out_dir: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    import verl  # noqa: F401
     from verl.workers.actor import FSDPActor
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

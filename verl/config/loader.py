@@ -191,6 +191,14 @@ def _check_registry(key: str, value: str, module: str, getter: str) -> None:
         raise ConfigError(f"{key}={value!r} is not registered: {e}") from e
 
 
+def check_loss_agg_mode(key: str, value: str) -> None:
+    """``value`` must be one of the aggregation modes of :mod:`verl.algos.policy_loss` (the one list)."""
+    from verl.algos.policy_loss import AGG_MODES
+
+    if value not in AGG_MODES:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(AGG_MODES)}")
+
+
 def _positive(cfg: RLConfig, *keys: str) -> None:
     for key in keys:
         v = _get(cfg, key)
@@ -212,7 +220,7 @@ def finalize(cfg: RLConfig) -> RLConfig:
               "actor_rollout_ref.actor.log_prob_max_token_len_per_gpu", "actor_rollout_ref.rollout.n",
               "actor_rollout_ref.rollout.n_votes", "actor_rollout_ref.rollout.max_new_tokens",
               "actor_rollout_ref.rollout.tensor_parallel_size", "actor_rollout_ref.rollout.val_sample_n",
-              "actor_rollout_ref.rollout.val_kwargs.n", "trainer.total_epochs", "trainer.total_training_steps",
+              "trainer.total_epochs", "trainer.total_training_steps",
               "trainer.n_gpus_per_node", "trainer.nnodes")
     if not d.train_files:
         raise ConfigError("data.train_files is empty")
@@ -234,6 +242,7 @@ def finalize(cfg: RLConfig) -> RLConfig:
                     "get_adv_estimator")
     _check_registry("actor_rollout_ref.actor.policy_loss", actor.policy_loss, "verl.algos.policy_loss",
                     "get_policy_loss")
+    check_loss_agg_mode("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode)
     _check_registry("algorithm.method", cfg.algorithm.method, "verl.trainer.method", "method_class")
     _check_registry("reward.name", cfg.reward.name, "verl.rewards.registry", "get_group_reward")
 
@@ -269,6 +278,9 @@ def finalize(cfg: RLConfig) -> RLConfig:
         import torch
 
         t.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if rollout.tensor_parallel_size > 1 and (rollout.name == "hf" or t.device == "cpu"):
+        raise ConfigError(f"actor_rollout_ref.rollout.tensor_parallel_size={rollout.tensor_parallel_size} needs the "
+                          f"vLLM engine on CUDA (rollout.name={rollout.name!r}, trainer.device={t.device!r})")
     if t.default_local_dir is None:
         t.default_local_dir = str(Path("checkpoints") / t.project_name / t.experiment_name)
     if t.backend == "local" and (t.n_gpus_per_node * t.nnodes != 1 or t.ray_address):

@@ -42,11 +42,11 @@ class DataConfig:
 class ModelConfig:
     path: str = "checkpoints/tiny_base/qwen2_5_vl"
     trust_remote_code: bool = False
-    dtype: str = "bfloat16"  # float32 | bfloat16 | auto (the actor keeps fp32 master weights under FSDP)
+    dtype: str = "bfloat16"  # rollout engine dtype: float32 | bfloat16 | auto (the actor keeps fp32 master weights)
     enable_gradient_checkpointing: bool = True
     freeze_vision_tower: bool = False
     freeze_projector: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "sdpa"  # transformers attention backend of the actor and the HF engine
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of all weights (verl/workers/lora.py)
     lora_alpha: float = 16.0  # LoRA scale = lora_alpha / lora_rank
     target_modules: list[str] = field(default_factory=lambda: [
@@ -62,7 +62,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr_warmup_steps_ratio: float = 0.0
     lr_warmup_steps: int = -1  # >= 0 overrides the ratio
-    lr_scheduler_type: str = "constant"  # constant | cosine
+    lr_scheduler_type: str = "constant"  # constant | cosine (transformers' schedulers, linear warm-up)
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     num_cycles: float = 0.5
     total_training_steps: int = -1  # filled by derive_total_steps (for the schedule)
@@ -70,15 +70,14 @@ class OptimConfig:
 
 @dataclass
 class FSDPConfig:
-    param_dtype: str = "bfloat16"  # float32 | bfloat16
-    reduce_dtype: str = "float32"
-    reshard_after_forward: bool = True
-    cpu_offload: bool = False
+    param_dtype: str = "bfloat16"  # compute dtype of the sharded parameters: float32 | bfloat16
+    reduce_dtype: str = "float32"  # gradient reduce-scatter dtype: float32 | bfloat16
+    reshard_after_forward: bool = True  # free the gathered parameters after forward (re-gather for backward)
+    cpu_offload: bool = False  # keep parameters, gradients and optimizer state on the CPU (FSDP2 offload policy)
 
 
 @dataclass
 class ActorConfig:
-    strategy: str = "fsdp2"
     optim: OptimConfig = field(default_factory=OptimConfig)
     grad_clip: float = 1.0
     ppo_mini_batch_size: int = 1  # prompts per optimizer step (x rollout.n samples)
@@ -92,21 +91,12 @@ class ActorConfig:
     clip_ratio_low: float = 0.2
     clip_ratio_high: float = 0.2
     clip_ratio_c: float = 3.0  # dual-clip bound
-    loss_agg_mode: str = "token-mean"
+    loss_agg_mode: str = "token-mean"  # one of verl.algos.policy_loss.AGG_MODES
     use_kl_loss: bool = True
     kl_loss_coef: float = 0.001
     kl_loss_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
-
-
-@dataclass
-class ValKwargsConfig:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = -1
-    n: int = 1
-    do_sample: bool = False
 
 
 @dataclass
@@ -118,16 +108,14 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = -1
     max_new_tokens: int | None = None  # None -> data.max_response_length
-    gpu_memory_utilization: float = 0.65
-    tensor_parallel_size: int = 1
-    enforce_eager: bool = False
-    free_cache_engine: bool = True  # sleep / wake the engine around the actor update
+    gpu_memory_utilization: float = 0.65  # vLLM on CUDA (on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB)
+    tensor_parallel_size: int = 1  # vLLM on CUDA: GPUs per engine
+    enforce_eager: bool = False  # vLLM: no CUDA graphs / compilation
+    free_cache_engine: bool = True  # vLLM on CUDA: sleep mode (weights offloaded, KV cache freed) outside rollouts
     max_model_len: int | None = None  # None -> max_prompt_length + max_new_tokens
     max_num_seqs: int | None = None  # vLLM scheduler cap; None = engine default
     micro_batch_size: int | None = None  # HF engine: prompts per generate call; None = all
-    seed: int = 0
-    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
-    val_sample_n: int = 8  # N of mean@N / maj@N validation (1 disables sampled validation)
+    val_sample_n: int = 8  # N of mean@N / maj@N validation (greedy is always run; 1 disables sampled validation)
 
 
 @dataclass
@@ -217,14 +205,13 @@ class RLConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-# Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize.
+# Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize. Registry-valued
+# keys (adv_estimator, policy_loss, method, reward.name, loss_agg_mode) are checked against the lists next to their code.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "ttrv_json", "parquet"),
     "data.on_invalid": ("error", "skip"),
     "actor_rollout_ref.model.dtype": ("float32", "bfloat16", "auto"),
-    "actor_rollout_ref.actor.strategy": ("fsdp2",),
     "actor_rollout_ref.actor.optim.lr_scheduler_type": ("constant", "cosine"),
-    "actor_rollout_ref.actor.loss_agg_mode": ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-sum"),
     "actor_rollout_ref.actor.kl_loss_type": ("low_var_kl", "k1", "k2", "k3", "kl", "abs", "mse"),
     "actor_rollout_ref.actor.fsdp.param_dtype": ("float32", "bfloat16"),
     "actor_rollout_ref.actor.fsdp.reduce_dtype": ("float32", "bfloat16"),

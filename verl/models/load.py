@@ -9,7 +9,10 @@ Public API
 - ``read_model_type(path) -> str``; ``check_model_folder(path, need_weights=True) -> str`` (model_type).
 - ``get_vision_tower(model)``, ``vision_module_names(model) -> list[str]`` (module names to freeze: tower and
   projector), ``image_token_id(model_or_processor) -> int``.
-- ``MODEL_CLASSES``: ``{model_type: *ForConditionalGeneration class}``.
+- ``model_class(model_type)``: the ``*ForConditionalGeneration`` class of a supported ``model_type``.
+
+Loading applies :func:`verl.utils.torchvision_compat.ensure_torchvision_importable` first (transformers' VLM
+modules import torchvision, whose PyPI build cannot load beside the CPU torch here).
 
 Errors: missing folder / config.json / weights / tokenizer files -> ``FileNotFoundError`` naming the folder
 and what is missing; unsupported ``model_type`` -> ``ValueError`` naming folder, model_type and the supported list.
@@ -17,33 +20,46 @@ and what is missing; unsupported ``model_type`` -> ``ValueError`` naming folder,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import (
-    InternVLForConditionalGeneration,
-    PreTrainedModel,
-    ProcessorMixin,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLForConditionalGeneration,
-)
 
-MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
-    "qwen2_vl": Qwen2VLForConditionalGeneration,
-    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
-    "internvl": InternVLForConditionalGeneration,
+from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
+
+_CLASS_NAMES: dict[str, str] = {
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "internvl": "InternVLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",  # recent transformers only
 }
-try:  # Qwen3-VL exists in recent transformers only
-    from transformers import Qwen3VLForConditionalGeneration
 
-    MODEL_CLASSES["qwen3_vl"] = Qwen3VLForConditionalGeneration
-except ImportError:  # pragma: no cover - depends on the installed transformers
-    pass
 
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(MODEL_CLASSES)
+def _installed_model_types() -> tuple[str, ...]:
+    """Model types whose transformers folder is installed, found WITHOUT importing transformers (its import-time
+    availability checks must come after the torchvision shim)."""
+    spec = importlib.util.find_spec("transformers")
+    models = Path(spec.origin).parent / "models" if spec and spec.origin else None
+    return tuple(t for t in _CLASS_NAMES if models is not None and (models / t).is_dir())
+
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = _installed_model_types()
+
+
+def model_class(model_type: str) -> type[PreTrainedModel]:
+    """The ``*ForConditionalGeneration`` class of a supported ``model_type``."""
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"unsupported model_type {model_type!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    ensure_torchvision_importable()
+    import transformers
+
+    return getattr(transformers, _CLASS_NAMES[model_type])
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
@@ -76,7 +92,7 @@ def check_model_folder(path: str | Path, need_weights: bool = True) -> str:
     """Validate a model folder (config, supported type, weights, tokenizer); return its model_type."""
     folder = _folder(path)
     model_type = read_model_type(folder)
-    if model_type not in MODEL_CLASSES:
+    if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"model folder {str(folder)!r}: unsupported model_type {model_type!r} "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
@@ -94,6 +110,7 @@ def check_model_folder(path: str | Path, need_weights: bool = True) -> str:
 
 def load_processor(path: str | Path, trust_remote_code: bool = False) -> ProcessorMixin:
     """The image-only (PIL, no video processor) processor of a local model folder."""
+    ensure_torchvision_importable()
     from verl.models.processors import processor_class_for
 
     model_type = check_model_folder(path, need_weights=False)
@@ -114,7 +131,7 @@ def load_vlm(
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = MODEL_CLASSES[model_type].from_pretrained(str(path), **kwargs)
+    model = model_class(model_type).from_pretrained(str(path), **kwargs)
     model = model.to(device)
     processor = load_processor(path, trust_remote_code=trust_remote_code)
     return model, processor

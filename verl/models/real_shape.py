@@ -162,7 +162,7 @@ def build_real_shape(model: str, out_dir: str | Path, *, layers: int | None = No
                      full: bool = False, hidden: int | None = None, vision_hidden: int | None = None, seed: int = 0,
                      dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> Path:
     """Write a random-weight folder shaped like the published ``model`` checkpoint into ``out_dir``."""
-    from verl.models.load import MODEL_CLASSES
+    from verl.models.load import model_class
     from verl.models.processors import processor_class_for
     from verl.models.qwen_tokenizer import (
         INTERNVL3_HF_CHAT_TEMPLATE,
@@ -177,7 +177,7 @@ def build_real_shape(model: str, out_dir: str | Path, *, layers: int | None = No
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
-        net = MODEL_CLASSES[s.arch](config)
+        net = model_class(s.arch)(config)
     net = net.to(dtype).eval()
     net.generation_config = _generation_config(s.arch)
     n_bytes = sum(p.numel() * p.element_size() for p in net.parameters())

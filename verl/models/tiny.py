@@ -208,9 +208,12 @@ def _image_processor(arch: str, o: dict[str, Any]):
 
 def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
     """Build a tiny random ``arch`` VLM with its tokenizer / processor and save it into ``out_dir``."""
+    from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # before transformers' image processors import torchvision
     from transformers import GenerationConfig
 
-    from verl.models.load import MODEL_CLASSES
+    from verl.models.load import model_class
     from verl.models.processors import processor_class_for, write_video_preprocessor_config
 
     if arch not in DEFAULT_TINY_ARCHS:
@@ -229,7 +232,7 @@ def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: A
     fork_devices: list = []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        model = MODEL_CLASSES[arch](config)
+        model = model_class(arch)(config)
     model = model.to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=config.get_text_config().bos_token_id,

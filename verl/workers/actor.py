@@ -24,7 +24,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +33,9 @@ from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
 from verl.workers.fsdp_utils import (
     apply_fsdp2,
+    build_lr_scheduler,
     freeze_vision,
     iter_full_tensors,
-    lr_lambda_factory,
     np_rng_from_tensors,
     np_rng_to_tensors,
 )
@@ -104,10 +103,9 @@ class FSDPActor:
         self.device = torch.device(device if device != "cuda" else f"cuda:{torch.cuda.current_device()}")
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
-        load_kwargs: dict[str, Any] = {"dtype": torch.float32, "device": str(self.device)}
-        if model_config.trust_remote_code:
-            load_kwargs["trust_remote_code"] = True
-        hf, self.processor = load_vlm(self.model_path, **load_kwargs)
+        hf, self.processor = load_vlm(self.model_path, dtype=torch.float32, device=str(self.device),
+                                      trust_remote_code=model_config.trust_remote_code,
+                                      attn_implementation=model_config.attn_implementation)
         self.hf = hf
         self.lora = role == "actor" and lora_enabled(model_config)  # adapters only; the base stays frozen
         if self.lora:
@@ -121,7 +119,7 @@ class FSDPActor:
             if model_config.enable_gradient_checkpointing:
                 hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         hf.config.use_cache = False
-        self.module = apply_fsdp2(_PolicyModule(hf), hf, str(self.device))
+        self.module = apply_fsdp2(_PolicyModule(hf), hf, str(self.device), self.cfg.fsdp)
         self.optimizer = self.scheduler = None
         if role == "actor":
             self._build_optimizer()
@@ -132,12 +130,7 @@ class FSDPActor:
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas),
                                            weight_decay=optim.weight_decay)
-        total = optim.total_training_steps
-        warmup = optim.lr_warmup_steps
-        if warmup < 0:
-            warmup = int(optim.lr_warmup_steps_ratio * max(total, 0))
-        fn = lr_lambda_factory(optim.lr_scheduler_type, warmup, total, optim.min_lr_ratio, optim.num_cycles)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, fn)
+        self.scheduler = build_lr_scheduler(self.optimizer, optim)
 
     # ------------------------------------------------------------------ forward
     @staticmethod

@@ -1,31 +1,14 @@
-"""FSDP2 helpers for the actor: config access, freezing, sharding, LR schedules, full-parameter streaming."""
+"""FSDP2 helpers for the actor: freezing, sharding, LR schedules, full-parameter streaming."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-_MISSING = object()
-
-
-def cfg_get(cfg: Any, name: str, default: Any = _MISSING) -> Any:
-    """``cfg.name`` for dataclasses / OmegaConf / namespaces, ``cfg[name]`` for dicts, else ``default``."""
-    if cfg is None:
-        val = _MISSING
-    elif isinstance(cfg, dict):
-        val = cfg.get(name, _MISSING)
-    else:
-        val = getattr(cfg, name, _MISSING)
-    if val is _MISSING:
-        if default is _MISSING:
-            raise KeyError(f"config key {name!r} is missing from {type(cfg).__name__}")
-        return default
-    return val
+from verl.config.schema import FSDPConfig, OptimConfig
 
 
 def freeze_vision(model: nn.Module, freeze_tower: bool, freeze_projector: bool) -> list[str]:
@@ -58,53 +41,61 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in classes]
 
 
-def apply_fsdp2(root: nn.Module, hf_model: nn.Module, device: str) -> nn.Module:
-    """``fully_shard`` each decoder layer / vision block, then the root.
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-    CUDA: bf16 compute parameters, fp32 gradient reduction (fp32 master weights). CPU: fp32 throughout.
-    """
+
+def apply_fsdp2(root: nn.Module, hf_model: nn.Module, device: str, fsdp: FSDPConfig) -> nn.Module:
+    """``fully_shard`` each decoder layer / vision block, then the root, with the policies of ``fsdp``:
+    ``param_dtype`` / ``reduce_dtype`` (mixed precision; the sharded master weights stay float32),
+    ``reshard_after_forward`` and ``cpu_offload`` (FSDP2's ``CPUOffloadPolicy``; pinned memory on CUDA)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if not dist.is_initialized():
         raise RuntimeError("FSDPActor needs torch.distributed initialised (gloo on CPU, nccl on CUDA)")
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    if device_type == "cuda":
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    else:
-        mp = MixedPrecisionPolicy()
+    kwargs = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype=_DTYPES[fsdp.param_dtype], reduce_dtype=_DTYPES[fsdp.reduce_dtype]),
+        "reshard_after_forward": fsdp.reshard_after_forward,
+        "offload_policy": CPUOffloadPolicy(pin_memory=device_type == "cuda") if fsdp.cpu_offload else OffloadPolicy(),
+    }
     for unit in shard_units(hf_model):
-        fully_shard(unit, mesh=mesh, mp_policy=mp)
-    fully_shard(root, mesh=mesh, mp_policy=mp)
+        fully_shard(unit, **kwargs)
+    fully_shard(root, **kwargs)
     return root
 
 
-def lr_lambda_factory(style: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
-                      num_cycles: float = 0.5):
-    """Multiplier of the base LR at optimizer step ``s`` (``LambdaLR``).
+_SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine_with_min_lr"}
 
-    Linear warmup from 0 over ``warmup_steps``; then ``constant`` (1.0) or ``cosine`` from 1 down to
-    ``min_lr_ratio`` at ``total_steps`` (``num_cycles=0.5`` = half a cosine wave).
-    """
-    if style not in ("constant", "cosine"):
-        raise ValueError(f"unknown LR schedule {style!r}; known: constant, cosine")
-    if style == "cosine" and total_steps <= 0:
-        raise ValueError("cosine LR schedule needs optim.total_training_steps > 0")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
 
-    def fn(step: int) -> float:
-        if step < warmup_steps:
-            return float(step) / float(max(1, warmup_steps))
-        if style == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / float(max(1, total_steps - warmup_steps)))
-        cos = 0.5 * (1.0 + math.cos(math.pi * 2.0 * num_cycles * progress))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * cos
+def warmup_steps(optim: OptimConfig) -> int:
+    """``optim.lr_warmup_steps`` when >= 0, else ``lr_warmup_steps_ratio`` x ``total_training_steps``."""
+    if optim.lr_warmup_steps >= 0:
+        return optim.lr_warmup_steps
+    return int(optim.lr_warmup_steps_ratio * max(optim.total_training_steps, 0))
 
-    return fn
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' scheduler for ``optim.lr_scheduler_type``: linear warm-up from 0, then ``constant``
+    or ``cosine`` (``num_cycles``, floor ``min_lr_ratio`` x lr at ``total_training_steps``). One
+    ``step()`` per optimizer step; its ``state_dict`` resumes it exactly."""
+    from transformers import get_scheduler
+
+    if optim.lr_scheduler_type not in _SCHEDULERS:
+        raise ValueError(f"unknown LR schedule {optim.lr_scheduler_type!r}; known: {', '.join(_SCHEDULERS)}")
+    if optim.lr_scheduler_type == "cosine":
+        if optim.total_training_steps <= 0:
+            raise ValueError("cosine LR schedule needs optim.total_training_steps > 0")
+        if not 0.0 <= optim.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}")
+        return get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=warmup_steps(optim),
+                             num_training_steps=optim.total_training_steps,
+                             scheduler_specific_kwargs={"num_cycles": optim.num_cycles,
+                                                        "min_lr_rate": optim.min_lr_ratio})
+    return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps(optim))
 
 
 def iter_full_tensors(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

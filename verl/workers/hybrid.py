@@ -48,14 +48,7 @@ class ActorRolloutRefWorker(Worker):
         self.actor = FSDPActor(arr.model, arr.actor, device=self.device, role="actor")
         if arr.ref.enable and arr.model.lora_rank == 0:  # with LoRA the reference is the actor, adapters off
             self.ref = FSDPActor(arr.model, arr.actor, device=self.device, role="ref")
-        self.rollout = make_rollout(
-            arr.rollout.name,
-            model_path=arr.model.path,
-            rollout_config=arr.rollout,
-            model_config=arr.model,
-            device=self.device,
-            seed=cfg.trainer.seed + 1000 * self.rank,
-        )
+        self.rollout = make_rollout(arr.rollout, arr.model, device=self.device, seed=cfg.trainer.seed + 1000 * self.rank)
         trainable, total = count_parameters(self.actor.module)
         return {"rank": self.rank, "rollout": type(self.rollout).__name__, "device": self.device,
                 "trainable_params": trainable, "total_params": total}

@@ -43,3 +43,31 @@ def test_unknown_yaml_key_is_named(tmp_path):
 def test_bad_values_fail(override, match):
     with pytest.raises(ConfigError, match=match):
         load_sophia_config(DEFAULT_CONFIG, [override])
+
+
+def test_typed_verl_sections_carry_the_sophia_keys():
+    from recipes.sophia.config import update_actor_config, vlm_model_config, vlm_rollout_config
+
+    cfg = load_sophia_config(DEFAULT_CONFIG, [
+        "caption.dtype=bfloat16", "caption.trust_remote_code=true", "caption.engine=vllm", "update.lr=0.5",
+        "update.lr_scheduler_type=constant", "update.param_dtype=bfloat16", "update.micro_batch=3",
+        "update.loss_agg_mode=seq-mean-token-sum-norm", "update.freeze_projector=true", "update.warmup_steps=2"])
+    model = vlm_model_config(cfg, "elsewhere")
+    assert (model.path, model.dtype, model.trust_remote_code, model.freeze_projector) == (
+        "elsewhere", "bfloat16", True, True)
+    assert vlm_model_config(cfg).path == cfg.caption.model_path and vlm_rollout_config(cfg).name == "vllm"
+    actor = update_actor_config(cfg, total_steps=7)
+    assert (actor.optim.lr, actor.optim.lr_scheduler_type, actor.optim.lr_warmup_steps,
+            actor.optim.total_training_steps) == (0.5, "constant", 2, 7)
+    assert (actor.fsdp.param_dtype, actor.ppo_micro_batch_size_per_gpu, actor.loss_agg_mode, actor.use_kl_loss) == (
+        "bfloat16", 3, "seq-mean-token-sum-norm", False)
+
+
+def test_local_reasoner_gets_trust_remote_code(monkeypatch):
+    import recipes.sophia.reasoners as R
+
+    seen = []
+    monkeypatch.setattr(R, "LocalReasoner", lambda path, trust_remote_code: seen.append((path, trust_remote_code)))
+    cfg = load_sophia_config(DEFAULT_CONFIG, ["reason.trust_remote_code=true"])
+    R.make_reasoner(cfg.reason)
+    assert seen == [(cfg.reason.model_path, True)]

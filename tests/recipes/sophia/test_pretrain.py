@@ -17,7 +17,7 @@ def test_reasoner_pretrain_roundtrip_and_cache(tmp_path):
     assert pretrain(a) == out and (out / "report.json").stat().st_mtime_ns == report  # cached: no retraining
     prompt, target, gold, _ = synth_example(np.random.default_rng(0), 0.0)
     assert target.endswith(f"\\boxed{{{gold}}}.")
-    r = LocalReasoner(out)
+    r = LocalReasoner(out, trust_remote_code=False)
     text = prompt + " " + target
     assert r.tokenizer(text)["input_ids"] == build_tokenizer("qwen2_5_vl")(text)["input_ids"]  # as trained
     outs = r.generate([prompt, prompt + " x"], Sampling(n=3, temperature=1.0, max_new_tokens=4, seed=1))

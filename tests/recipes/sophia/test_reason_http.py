@@ -71,7 +71,7 @@ def test_http_reason_stage_resumes_from_cache(server, tmp_path):
     run.mkdir()
 
     def backend():
-        return make_reasoner("http", "", cfg.reason.http, run / "reasoner_cache.sqlite", seed=cfg.trainer.seed)
+        return make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", seed=cfg.trainer.seed)
 
     out = reason_stage(cfg, qs, captions, run, backend)
     # 4 items x 2 samples; the FAILONCE item's 2 samples fail (503, no retries) -> it stays pending

@@ -37,12 +37,14 @@ def _selected(cfg) -> list[dict]:
 
 
 def test_update_loss_normalization_hand_computed(env):
+    from recipes.sophia.config import update_actor_config, vlm_model_config
     from recipes.sophia.stages import load_questions, training_rows
-    from recipes.sophia.vlm_data import actor_config, make_actor, sft_dataproto
+    from recipes.sophia.vlm_data import make_actor, sft_dataproto
 
     cfg = env
+    cfg.update.micro_batch = 4
     rows = training_rows(cfg, load_questions(f"{cfg.data.dir}/sophia_train.json"), _selected(cfg))
-    actor = make_actor(cfg.caption.model_path, actor_config(1e-3, micro_batch=4, total_steps=4))
+    actor = make_actor(vlm_model_config(cfg), update_actor_config(cfg, total_steps=4))
     data = sft_dataproto(actor.processor, rows)
     m = data.batch["response_mask"].float()
     lengths = m.sum(-1)

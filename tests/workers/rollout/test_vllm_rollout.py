@@ -21,11 +21,12 @@ def tiny(load_tiny):
 
 @pytest.fixture(scope="module")
 def vengine(tiny):
+    from verl.config.schema import ModelConfig, RolloutConfig
     from verl.workers.rollout import make_rollout
 
     t0 = time.perf_counter()
-    eng = make_rollout("vllm", tiny[0], processor=tiny[2], device="cpu", seed=0, max_model_len=1024,
-                       rollout_config={"response_length": 8})
+    eng = make_rollout(RolloutConfig(name="vllm", max_model_len=1024, enforce_eager=True), ModelConfig(path=str(tiny[0]), dtype="float32"),
+                       processor=tiny[2], device="cpu", seed=0)
     TIMINGS["engine_init_s"] = time.perf_counter() - t0
     yield eng
     eng.close()

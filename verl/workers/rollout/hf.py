@@ -61,15 +61,13 @@ class HFRollout(RolloutEngine):
         model: torch.nn.Module,
         processor,
         *,
-        defaults: SamplingSpec | None = None,
-        seed: int = 0,
+        seed: int,
         micro_batch_size: int | None = None,
         eos_token_ids: Iterable[int] | None = None,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.defaults = defaults or SamplingSpec()
         self.micro_batch_size = micro_batch_size
         self.pad_id = pad_id_of(processor)
         self.eos_ids = sorted(set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, self.tokenizer))
@@ -82,7 +80,7 @@ class HFRollout(RolloutEngine):
     # ------------------------------------------------------------------ interface
     def generate(self, prompts: DataProto) -> DataProto:
         t0 = time.perf_counter()
-        spec = SamplingSpec.from_meta(prompts.meta_info, self.defaults)
+        spec = SamplingSpec.from_meta(prompts.meta_info)
         messages, images = prompt_rows(prompts)
         items = []
         for i, (msgs, imgs) in enumerate(zip(messages, images)):

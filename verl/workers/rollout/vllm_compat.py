@@ -6,7 +6,7 @@ Call :func:`prepare_vllm_env` before ``import vllm``:
   torch build and dies at import with "operator torchvision::nms does not exist", yet vLLM's Qwen2-VL
   code imports torchvision. The ``torchvision::nms`` / ``torchvision::qnms`` operator schemas are
   declared with ``torch.library`` before torchvision is first imported (shared with
-  :mod:`verl.utils.torchvision_compat`, which ``import verl`` already runs).
+  :mod:`verl.utils.torchvision_compat`, which the model / processor loaders of :mod:`verl.models.load` run too).
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core runs in-process (no spawn, no ``__main__`` guard
   needed, weight sync can pass tensors directly).
 - ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the KV cache on CPU (default 1 here; vLLM's default is larger).

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +23,9 @@ from verl.protocol import DataProto
 from verl.workers.rollout import vllm_compat
 from verl.workers.rollout.base import RolloutEngine, SamplingSpec, assemble_output, prompt_rows
 
+if TYPE_CHECKING:
+    from verl.config.schema import ModelConfig, RolloutConfig
+
 logger = logging.getLogger("verl.rollout.vllm")
 
 
@@ -32,23 +34,20 @@ class VLLMRollout(RolloutEngine):
 
     def __init__(
         self,
-        model_path: str | Path,
+        model: ModelConfig,
+        rollout: RolloutConfig,
         *,
+        device: str,
+        seed: int,
         processor=None,
-        defaults: SamplingSpec | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        seed: int = 0,
-        gpu_memory_utilization: float = 0.5,
-        max_model_len: int | None = None,
-        max_num_seqs: int | None = None,
         max_images_per_prompt: int = 1,
-        enforce_eager: bool | None = None,
-        enable_sleep_mode: bool | None = None,
         kv_cache_gib: float | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        """Engine for ``model.path`` with ``model.{dtype, trust_remote_code}`` and the vLLM keys of ``rollout``
+        (``tensor_parallel_size``, ``max_model_len``, ``max_num_seqs``, ``enforce_eager``; on CUDA also
+        ``gpu_memory_utilization`` and ``free_cache_engine`` = sleep mode). ``engine_kwargs`` go to
+        ``vllm.LLM`` last."""
         self.device = "cuda" if str(device).startswith("cuda") else "cpu"
         vllm_compat.prepare_vllm_env(self.device, kv_cache_gib)
         vllm = vllm_compat.import_vllm()
@@ -56,27 +55,29 @@ class VLLMRollout(RolloutEngine):
         if processor is None:
             from verl.models.load import load_processor
 
-            processor = load_processor(model_path)
+            processor = load_processor(model.path, trust_remote_code=model.trust_remote_code)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.pad_id = pad_id_of(processor)
-        self.defaults = defaults or SamplingSpec()
-        self.sleep_enabled = (self.device == "cuda") if enable_sleep_mode is None else enable_sleep_mode
+        # vLLM's sleep mode needs its CUDA memory allocator; on CPU there is nothing to free
+        self.sleep_enabled = rollout.free_cache_engine and self.device == "cuda"
         kwargs: dict[str, Any] = {
-            "model": str(model_path),
-            "dtype": dtype or ("bfloat16" if self.device == "cuda" else "float32"),
+            "model": str(model.path),
+            "dtype": model.dtype,
+            "trust_remote_code": model.trust_remote_code,
             "seed": int(seed),
-            "enforce_eager": (self.device == "cpu") if enforce_eager is None else enforce_eager,
+            "tensor_parallel_size": rollout.tensor_parallel_size,
+            "enforce_eager": rollout.enforce_eager,
             "limit_mm_per_prompt": {"image": max(1, int(max_images_per_prompt))},
             "logprobs_mode": "processed_logprobs",
             "enable_sleep_mode": self.sleep_enabled,
         }
-        if self.device == "cuda":
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        if max_model_len is not None:
-            kwargs["max_model_len"] = int(max_model_len)
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = int(max_num_seqs)
+        if self.device == "cuda":  # on CPU the KV cache is sized by VLLM_CPU_KVCACHE_SPACE (kv_cache_gib)
+            kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
+        if rollout.max_model_len is not None:
+            kwargs["max_model_len"] = rollout.max_model_len
+        if rollout.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = rollout.max_num_seqs
         kwargs.update(engine_kwargs or {})
         t0 = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
@@ -92,7 +93,7 @@ class VLLMRollout(RolloutEngine):
         t0 = time.perf_counter()
         if self._asleep:
             self.wake_up()
-        spec = SamplingSpec.from_meta(prompts.meta_info, self.defaults)
+        spec = SamplingSpec.from_meta(prompts.meta_info)
         messages, images = prompt_rows(prompts)
         requests, prompt_ids = [], []
         for i, (msgs, imgs) in enumerate(zip(messages, images)):

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import sys
 
+from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+# vLLM starts its engine core in a spawned child that re-imports this (main) module before anything else:
+# the torchvision shim must therefore run at import here, not only in main().
+ensure_torchvision_importable()
 
 def server_argv(argv: list[str]) -> list[str]:
     """vLLM server arguments: ``argv`` plus ``--host 127.0.0.1`` when no host is given."""

@@ -1,0 +1,146 @@
+"""No dead config keys: every schema leaf is read by the code during one short run per rollout engine.
+
+The run goes through ``verl.trainer.main.run`` (data loading, tracker, trainer loop, validation, checkpoint)
+on the local backend (the worker in this process), so that reads inside the worker (actor, reference,
+rollout engine) are recorded too; the Ray start-up (``main.init_ray``) runs with ``ray.init`` replaced by a
+recorder of its arguments. A read is an
+attribute access on a schema dataclass instance from code outside the config machinery (the loader's
+checks, dataclasses / OmegaConf / copy helpers, which touch every field, do not count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from verl.config import schema
+
+pytestmark = pytest.mark.slow
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "config")
+
+# Keys that are legitimately not read in these runs, each with the reason.
+ALLOWED_UNREAD: dict[str, str] = {
+    "trainer.n_gpus_per_node": "sizes the Ray worker group (Trainer.init_workers, backend=ray: tests/trainer/test_fit.py)",
+    "trainer.nnodes": "sizes the Ray worker group (Trainer.init_workers, backend=ray: tests/trainer/test_fit.py)",
+}
+# finalize derives the value on the right from the key on the left; the key is live iff the derived one is read.
+DERIVED: dict[str, str] = {
+    "data.max_response_length": "actor_rollout_ref.rollout.max_new_tokens",
+}
+_IGNORED_MODULES = ("dataclasses", "copy", "copyreg", "pickle", "omegaconf", "hydra", "verl.config.schema")
+_IGNORED_LOADER_FUNCS = {"_check_choices", "_positive", "_get", "_check_unknown_keys", "to_yaml"}
+
+
+def schema_paths(cls: type = schema.RLConfig, prefix: str = "") -> tuple[dict[type, str], list[str]]:
+    """``({dataclass: its dotted path}, [every leaf's dotted path])`` of the schema tree."""
+    paths: dict[type, str] = {cls: prefix}
+    leaves: list[str] = []
+    hints = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        child = hints[f.name]() if callable(hints[f.name]) else None
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(child):
+            sub_paths, sub_leaves = schema_paths(type(child), key)
+            paths.update(sub_paths)
+            leaves.extend(sub_leaves)
+        else:
+            leaves.append(key)
+    return paths, leaves
+
+
+@contextmanager
+def record_reads() -> Iterator[set[str]]:
+    """Record the dotted schema paths read while the block runs (see the module docstring)."""
+    paths, _ = schema_paths()
+    reads: set[str] = set()
+
+    def make_getattr(cls: type):
+        names = {f.name for f in dataclasses.fields(cls)}
+        base = paths[cls]
+
+        def __getattribute__(self, name):  # noqa: N807 - installed as the class's attribute hook
+            if name in names:
+                caller = sys._getframe(1)
+                module = caller.f_globals.get("__name__", "")
+                ignored = module.startswith(_IGNORED_MODULES) or (
+                    module == "verl.config.loader" and caller.f_code.co_name in _IGNORED_LOADER_FUNCS)
+                if not ignored:
+                    reads.add(f"{base}.{name}" if base else name)
+            return object.__getattribute__(self, name)
+
+        return __getattribute__
+
+    for cls in paths:
+        cls.__getattribute__ = make_getattr(cls)
+    try:
+        yield reads
+    finally:
+        for cls in paths:
+            del cls.__getattribute__
+
+
+def short_run(tmp: Path, model: Path, data: Path, *overrides: str) -> schema.RLConfig:
+    """One training step + validation + checkpoint through ``main.run`` on the local backend (this process)."""
+    import torch
+
+    from verl.config.loader import load_config
+    from verl.trainer import main
+
+    files = f"[{data / 'test_noise_open.json'}]"
+    cfg = load_config("ttrv_cpu_tiny", [
+        f"actor_rollout_ref.model.path={model}", f"data.train_files={files}", f"data.val_files={files}",
+        "data.max_samples=2", "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.rollout.n_votes=4", "actor_rollout_ref.rollout.n=2",
+        "actor_rollout_ref.rollout.val_sample_n=2", "trainer.total_epochs=1", "trainer.backend=local",
+        "trainer.n_gpus_per_node=1", "trainer.save_freq=1", "trainer.test_freq=1",
+        f"trainer.default_local_dir={tmp / 'ckpt'}", f"trainer.log_dir={tmp / 'logs'}", "trainer.logger=[jsonl]",
+        *overrides,
+    ], config_dir=CONFIG_DIR)
+    threads = torch.get_num_threads()
+    try:
+        main.run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return cfg
+
+
+def ray_init_kwargs(cfg: schema.RLConfig, monkeypatch) -> dict:
+    """What ``main.init_ray`` passes to ``ray.init`` for ``cfg`` (Ray itself is not started)."""
+    import ray
+
+    from verl.trainer import main
+
+    seen: dict = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    main.init_ray(cfg)
+    return seen
+
+
+def test_every_schema_key_is_read(tiny_vlm_path, digits_dir, tmp_path, monkeypatch):
+    pytest.importorskip("vllm", reason="the vLLM-only keys are read by the vLLM engine")
+    _, leaves = schema_paths()
+    assert set(ALLOWED_UNREAD) <= set(leaves) and set(DERIVED) <= set(leaves)  # no stale entries
+    read: set[str] = set()
+    runs = {  # the cosine schedule reads its own keys (min_lr_ratio, num_cycles)
+        "hf": ("actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.micro_batch_size=2"),
+        "vllm": ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.max_num_seqs=16",
+                 "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine"),
+    }
+    for engine, overrides in runs.items():
+        with record_reads() as reads:
+            cfg = short_run(tmp_path / engine, tiny_vlm_path("qwen2_5_vl"), digits_dir, *overrides)
+            ray_kwargs = ray_init_kwargs(cfg, monkeypatch)  # the Ray backend's start-up reads the ray_* keys
+        read |= reads
+        assert (ray_kwargs["num_cpus"], ray_kwargs["include_dashboard"], ray_kwargs["dashboard_host"]) == (
+            2, False, "127.0.0.1")  # ttrv_cpu_tiny's ray_num_cpus, the schema's dashboard defaults
+    read |= {src for src, derived in DERIVED.items() if derived in read}
+    unread = sorted(set(leaves) - read - set(ALLOWED_UNREAD))
+    assert not unread, f"schema keys never read by the code (wire them or delete them): {unread}"
+    stale = sorted(set(ALLOWED_UNREAD) & read)
+    assert not stale, f"allow-listed keys that are read after all (drop them from ALLOWED_UNREAD): {stale}"
