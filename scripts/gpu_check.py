@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
 
-    import verl  # noqa: F401  (torchvision shim)
     from verl.config.loader import load_config
     from verl.data.formats import load_records
     from verl.logging.tracker import Tracker

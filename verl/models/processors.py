@@ -29,15 +29,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
-from transformers.models.internvl.configuration_internvl import InternVLConfig
-from transformers.models.internvl.processing_internvl import InternVLProcessor
-from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig
-from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
-from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+from verl.utils.torchvision_compat import ensure_torchvision_importable
+
+# The classes below are built from transformers' processing modules, which import torchvision (broken beside
+# the CPU torch here) whenever it is installed: make it importable first.
+ensure_torchvision_importable()
+
+from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin  # noqa: E402
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil  # noqa: E402
+from transformers.models.internvl.configuration_internvl import InternVLConfig  # noqa: E402
+from transformers.models.internvl.processing_internvl import InternVLProcessor  # noqa: E402
+from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig  # noqa: E402
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor  # noqa: E402
+from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig  # noqa: E402
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil  # noqa: E402
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor  # noqa: E402
 
 # Files a processor's save_pretrained may write that carry a ``processor_class`` entry.
 _CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
