@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 
 def child(model: str, data: str, rank: int, steps: int) -> dict:
-    import verl  # noqa: F401  (torchvision shim)
     from verl.config.loader import load_config
     from verl.data.formats import load_records
     from verl.logging.tracker import Tracker

@@ -7,16 +7,21 @@ import torch
 from verl.config.loader import load_config
 
 
-def test_sections_reach_actor_reference_and_rollout(monkeypatch):
+def test_sections_reach_actor_reference_and_rollout(monkeypatch, tmp_path):
     import verl.workers.actor as actor_mod
     import verl.workers.rollout as rollout_mod
-    from verl.single_controller.worker import free_port
+    from verl.single_controller.worker import INIT_METHOD_ENV
     from verl.workers.hybrid import ActorRolloutRefWorker
 
     built: list = []
-    monkeypatch.setattr(actor_mod, "FSDPActor", lambda model, actor, device, role: built.append((role, model, actor)))
+    class Actor:  # records its sections; a module for the parameter count
+        def __init__(self, model, actor, device, role):
+            built.append((role, model, actor))
+            self.module = torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(actor_mod, "FSDPActor", Actor)
     monkeypatch.setattr(rollout_mod, "make_rollout", lambda rollout, model, **kw: built.append(("rollout", model, rollout)))
-    for key, val in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+    for key, val in {"RANK": "0", "WORLD_SIZE": "1", INIT_METHOD_ENV: f"file://{tmp_path}/pg_store"}.items():
         monkeypatch.setenv(key, val)
     cfg = load_config(overrides=["trainer.device=cpu"])
     threads = torch.get_num_threads()
