@@ -156,13 +156,14 @@ def evaluate_base(model: Path, data: Path, n: int, max_samples: int, styles: lis
 def output_check(model: Path, file: Path, n: int, max_samples: int) -> dict:
     """The base's own sampled answers (``n`` per item, temperature 1) read by the answer extractor: share
     read as a digit, invalid ratio, share in a training phrasing, and the most frequent unread outputs."""
+    from verl.config.schema import ModelConfig, RolloutConfig
     from verl.rewards.answers import INVALID, extract_answer
     from verl.workers.rollout import make_rollout
     from verl.workers.rollout.base import SamplingSpec
     from verl.workers.rollout.generate import generate_texts
 
     records = load_records([file])[:max_samples]
-    engine = make_rollout("hf", model_path=str(model), device="cpu", seed=0)
+    engine = make_rollout(RolloutConfig(name="hf"), ModelConfig(path=str(model), dtype="float32"), device="cpu", seed=0)
     spec = SamplingSpec(n=n, temperature=1.0, top_k=-1, max_new_tokens=MAX_NEW_TOKENS, seed=0)
     per_item = generate_texts(engine.generate, [r.prompt for r in records], [r.images for r in records], spec,
                               batch_size=64, uids=[r.uid for r in records])
