@@ -107,18 +107,28 @@ def _final_weights(ckpt: Path) -> dict:
     return torch.load(out, weights_only=True)["model"]
 
 
+# LoRA: checkpoints hold only the adapters; a high lr makes them move from their initial B = 0 in four steps.
+LORA = ("actor_rollout_ref.model.lora_rank=8", "actor_rollout_ref.model.lora_alpha=16",
+        "actor_rollout_ref.actor.optim.lr=1e-2", "actor_rollout_ref.actor.skip_zero_adv_groups=false")
+
+
 @pytest.mark.slow
-def test_kill_9_after_an_unsaved_step_then_resume(tiny_vlm_path, digits_dir, tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_kill_9_after_an_unsaved_step_then_resume(lora, tiny_vlm_path, digits_dir, tmp_path):
     """SIGKILL after step 3 (last checkpoint: step 2), resume: every step logged once, base -> adapted in
-    summary.json, final weights equal to an uninterrupted run; a re-run of the finished run changes nothing."""
+    summary.json, final weights (LoRA: adapters) equal to an uninterrupted run; a re-run of the finished run
+    changes nothing."""
     import numpy as np
 
     model = tiny_vlm_path("qwen2_5_vl")
+    extra = LORA if lora else ()
 
     def cmd(folder: Path) -> list[str]:
-        return [sys.executable, "-m", "verl.trainer.main", *CONFIG,
-                *overrides(model, digits_dir, folder, "trainer.backend=local", "trainer.n_gpus_per_node=1",
-                           "trainer.total_training_steps=4", "trainer.save_freq=2")]
+        args = overrides(model, digits_dir, folder, "trainer.backend=local", "trainer.n_gpus_per_node=1",
+                         "trainer.total_training_steps=4", "trainer.save_freq=2", *extra)
+        if lora:  # multiple-choice prompts: the random tiny model's answers differ, so the groups carry signal
+            args = [a.replace("test_noise_open.json", "test_noise_mc.json") for a in args]
+        return [sys.executable, "-m", "verl.trainer.main", *CONFIG, *args]
 
     full, cut = tmp_path / "full", tmp_path / "cut"
     subprocess.run(cmd(full), env=env(), cwd=tmp_path, check=True, capture_output=True, timeout=600)
@@ -139,6 +149,9 @@ def test_kill_9_after_an_unsaved_step_then_resume(tiny_vlm_path, digits_dir, tmp
     assert summary == json.loads((full / "logs" / "p" / "t" / "summary.json").read_text())
     a, b = _final_weights(full / "ckpt"), _final_weights(cut / "ckpt")
     assert a.keys() == b.keys()
+    if lora:  # only adapters were saved, and they trained
+        assert a and all("lora_" in k for k in a), sorted(a)[:5]
+        assert any(float(v.abs().max()) > 0 for k, v in a.items() if "lora_B" in k)
     for k in a:
         np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
     # re-running the finished run: says so, changes nothing
