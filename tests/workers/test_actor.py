@@ -369,3 +369,17 @@ def test_world_size_2_matches_world_size_1(pg, qpath, tmp_path):
     for k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy"):
         assert np.mean([w["metrics"][k] for w in ws2]) == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
     assert ws2[0]["metrics"]["actor/grad_norm"] == pytest.approx(m1["actor/grad_norm"], rel=1e-4)
+
+
+@pytest.mark.parametrize("reshard", [True, False])
+def test_skipped_mini_batches_after_no_grad_passes(pg, qpath, reshard):
+    """Mini-batches of one prompt whose groups are all skipped, right after the no-grad old / ref passes
+    (which leave FSDP2 units unsharded): the step zero-fills sharded grads and the update runs."""
+    from verl.workers.actor import FSDPActor
+
+    fsdp = FSDPConfig(param_dtype="float32", reshard_after_forward=reshard)
+    actor = FSDPActor(model_cfg(qpath), actor_cfg(ppo_mini_batch_size=1, fsdp=fsdp), device="cpu")
+    for adv in ([0.0, 0.0, 1.0, -1.0], [0.0] * 4):
+        data = _with_old(actor, make_data(qpath, n_prompts=2, n=2), torch.tensor(adv))
+        metrics = actor.update_policy(data)
+        assert metrics["actor/skipped_group_frac"] == (0.5 if adv[2] else 1.0)

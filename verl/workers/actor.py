@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
@@ -232,8 +233,9 @@ class FSDPActor:
 
         Parameters without a gradient (every group of the step skipped) get zeros, so the optimizer
         moves as it would with the zero-advantage groups present."""
-        if hasattr(self.module, "reshard"):  # FSDP2 keeps the root unsharded after a no-grad forward
-            self.module.reshard()  # (old / ref log-probs): without this, zeros_like below mixes Tensor and DTensor
+        for m in self.module.modules():  # a no-grad forward (old / ref log-probs) leaves the root, and with
+            if isinstance(m, FSDPModule):  # reshard_after_forward=false every unit, unsharded: reshard so that
+                m.reshard()  # zeros_like below gives sharded grads (not a Tensor / DTensor mix)
         params = [p for p in self.module.parameters() if p.requires_grad]
         for p in params:
             if p.grad is None:
