@@ -42,7 +42,11 @@ TRAIN = textwrap.dedent("""
     cfg = load_config("ttrv_cpu_tiny", overrides, config_dir=config_dir)
     records = load_records([data])[:4]
     init_ray(cfg)
+    import time
     import ray
+    deadline = time.monotonic() + 300  # a second node may still be registering on a loaded machine
+    while sum(n["Alive"] for n in ray.nodes()) < cfg.trainer.nnodes and time.monotonic() < deadline:
+        time.sleep(1)
     tracker = Tracker("p", "e", ["jsonl"], log_dir=cfg.trainer.log_dir, config=cfg)
     trainer = Trainer(cfg, records, records[:2], tracker)
     try:
