@@ -27,6 +27,12 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "con
 RAY = str(Path(sys.executable).with_name("ray"))
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # a private loopback test cluster (token auth would need a shared token)
 
+
+def base_env() -> dict[str, str]:
+    """This process's environment without the single-machine switch ``init_ray`` sets for runs without
+    ``trainer.ray_address`` (an earlier in-process run leaves it; a worker node then refuses to join)."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+
 # Runs one training job in a fresh process, then saves rank 0's full weights and where each worker ran.
 TRAIN = textwrap.dedent("""
     import json, sys
@@ -89,7 +95,7 @@ def ray_node(temp_dir: Path, head_port: int, head: bool) -> subprocess.Popen:
     else:
         cmd += ["--address", f"127.0.0.1:{head_port}"]
     log = open(temp_dir / f"ray_start_{'head' if head else 'worker'}.log", "w")
-    env = {**os.environ, **RAY_ENV}
+    env = {**base_env(), **RAY_ENV}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
@@ -129,7 +135,7 @@ def train(out: Path, model: Path, data: Path, tmp: Path, *extra: str) -> tuple[d
                  "actor_rollout_ref.rollout.name=hf", "trainer.total_training_steps=1", "trainer.val_before_train=false",
                  "trainer.save_freq=0", f"trainer.default_local_dir={tmp / 'ckpt'}", f"trainer.log_dir={tmp / 'logs'}",
                  "trainer.device=cpu", *extra]
-    env = {**os.environ, **RAY_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+    env = {**base_env(), **RAY_ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", TRAIN, str(out), CONFIG_DIR, str(data), *overrides], check=True, env=env,
                    timeout=600)
