@@ -77,6 +77,7 @@ class SelectCfg:
     keep_n: int = 1  # shortest correct trajectories kept per question
     length_unit: str = "tokens"  # tokens (VLM tokenizer) | chars
     use_caption_reward: bool = True  # false: ablation "without caption reward" (any correct trajectory)
+    pick: str = "shortest"  # shortest | random (ablation: a random eligible trajectory, seeded by trainer.seed)
 
 
 @dataclass
@@ -141,6 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "caption.dtype": ("float32", "bfloat16", "auto"),
     "reason.backend": ("local", "http"),
     "select.length_unit": ("tokens", "chars"),
+    "select.pick": ("shortest", "random"),
     "update.target": ("reasoning", "caption"),
     "update.system_prompt": ("long_reasoning", "none"),
     "update.lr_scheduler_type": ("constant", "cosine"),

@@ -13,6 +13,11 @@ image is shared between roles:
 - ``dev`` (pool ``sophia``): other pairs of the training digits, labeled, for choosing hyper-parameters
   (the selection threshold α) without looking at ``eval``.
 
+``--shift NAME`` (one of ``verl.data.digits.SHIFT_FNS``) renders every *question* image (``sophia_train``,
+``eval``, ``dev``) with that shift applied to each digit, while ``caption_train`` stays clean: the captioner is
+pretrained on clean pairs and misreads many shifted ones (the hard captioning regime,
+``data/sophia_pairs_hard``). Same digits, pairs and questions as the clean build.
+
 Records are TTRV JSON (``prompt`` with an ``<image>`` placeholder, ``image_path`` relative to the JSON
 file, ``answer``, ``source``, ``id``) plus ``left``, ``right``, ``qtype`` (kept in ``Record.extra``), so
 ``verl.data.formats.load_records`` reads them. Question types cycle through ``QTYPES`` so every split is
@@ -30,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from recipes.sophia.prompts import BRIEF_CAPTION_PROMPT
-from verl.data.digits import render_digit
+from verl.data.digits import SHIFT_FNS, render_digit
 
 QTYPES = ("sum", "difference", "product", "larger")
 QUESTIONS = {
@@ -68,11 +73,13 @@ def question_prompt(qtype: str) -> str:
     return f"<image> \n {QUESTIONS[qtype]}"
 
 
-def render_pair(left8: np.ndarray, right8: np.ndarray, size: int = DIGIT_PX) -> Image.Image:
-    """Two 8×8 digits rendered (``verl.data.digits.render_digit``, clean) side by side: size × 2·size RGB."""
-    rng = np.random.default_rng(0)  # unused by the clean rendering
-    a = np.asarray(render_digit(left8, size, None, rng))
-    b = np.asarray(render_digit(right8, size, None, rng))
+def render_pair(left8: np.ndarray, right8: np.ndarray, size: int = DIGIT_PX, shift: str | None = None,
+                rng: np.random.Generator | None = None) -> Image.Image:
+    """Two 8×8 digits rendered (``verl.data.digits.render_digit``, ``shift`` applied to each, drawn from
+    ``rng``) side by side: size × 2·size RGB."""
+    rng = rng if rng is not None else np.random.default_rng(0)  # unused by the clean rendering
+    a = np.asarray(render_digit(left8, size, shift, rng))
+    b = np.asarray(render_digit(right8, size, shift, rng))
     return Image.fromarray(np.concatenate([a, b], axis=1))
 
 
@@ -88,10 +95,14 @@ def split_pools(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, Path]:
-    """Write the splits (JSON + PNG) under ``out_dir``; returns ``{split: json path, "manifest": path}``."""
+def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
+                        shift: str | None = None) -> dict[str, Path]:
+    """Write the splits (JSON + PNG) under ``out_dir`` (question images with ``shift``); returns
+    ``{split: json path, "manifest": path}``."""
     from sklearn.datasets import load_digits
 
+    if shift is not None and shift not in SHIFT_FNS:
+        raise ValueError(f"unknown shift {shift!r}; known: {sorted(SHIFT_FNS)}")
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     unknown = sorted(set(sizes) - set(SPLITS))
     if unknown:
@@ -102,7 +113,7 @@ def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int
     pools = split_pools(labels, seed)
     paths: dict[str, Path] = {}
     manifest: dict = {"dataset": "digit_pairs", "seed": seed, "digit_px": DIGIT_PX, "pools": POOL_SIZES,
-                      "splits": {}}
+                      "shift": shift, "splits": {}}
     for code, (split, pool) in enumerate(SPLITS.items()):
         idx = pools[pool]
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -113,7 +124,9 @@ def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int
             left, right = int(labels[li]), int(labels[ri])
             rid = f"{split}_{i:05d}"
             rel = f"images/{split}/{rid}.png"
-            render_pair(images8[li], images8[ri]).save(out / rel, format="PNG")
+            pair_shift = None if split == "caption_train" else shift
+            render_pair(images8[li], images8[ri], shift=pair_shift, rng=np.random.default_rng([seed, code, i, 7])).save(
+                out / rel, format="PNG")
             common = {"image_path": rel, "source": f"digit_pairs_{split}", "id": rid, "left": left, "right": right,
                       "digit_index": [li, ri]}
             if split == "caption_train":
@@ -132,16 +145,18 @@ def build_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int
     return paths
 
 
-def ensure_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
-    """Build the dataset unless ``out_dir/manifest.json`` already records the same seed and sizes."""
+def ensure_pairs_dataset(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
+                         shift: str | None = None) -> Path:
+    """Build the dataset unless ``out_dir/manifest.json`` already records the same seed, sizes and shift."""
     out = Path(out_dir)
     want = {**DEFAULT_SIZES, **(sizes or {})}
     m = out / "manifest.json"
     if m.is_file():
         old = json.loads(m.read_text())
-        if old.get("seed") == seed and {k: v["n"] for k, v in old.get("splits", {}).items()} == want:
+        same = old.get("seed") == seed and old.get("shift") == shift
+        if same and {k: v["n"] for k, v in old.get("splits", {}).items()} == want:
             return out
-    build_pairs_dataset(out, seed=seed, sizes=want)
+    build_pairs_dataset(out, seed=seed, sizes=want, shift=shift)
     return out
 
 
@@ -149,10 +164,12 @@ def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/sophia_pairs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shift", default=None, choices=sorted(SHIFT_FNS),
+                    help="shift of the question images (caption_train stays clean): the hard captioning regime")
     for split, n in DEFAULT_SIZES.items():
         ap.add_argument(f"--n-{split.replace('_', '-')}", type=int, default=n, dest=split)
     a = ap.parse_args(argv)
-    out = ensure_pairs_dataset(a.out, a.seed, {s: getattr(a, s) for s in DEFAULT_SIZES})
+    out = ensure_pairs_dataset(a.out, a.seed, {s: getattr(a, s) for s in DEFAULT_SIZES}, a.shift)
     for split, info in json.loads((out / "manifest.json").read_text())["splits"].items():
         print(f"{split:14s} n={info['n']:5d} pool={info['pool']}")
     return out

@@ -9,11 +9,15 @@ Choices (stated, as the paper leaves them open):
     ``length_tokens`` (the reasoner's own count) is informational and not used for the ranking;
   * ties on length: higher caption reward first, then ``caption_id``, then ``reasoning_id`` (compared as
     strings), so the result does not depend on the input order;
-  * up to ``keep_n`` trajectories per question; questions with none are dropped and counted by reason.
+  * up to ``keep_n`` trajectories per question; questions with none are dropped and counted by reason;
+  * ``pick="random"`` (the paper's ablation) keeps ``keep_n`` eligible trajectories drawn uniformly instead of
+    the shortest: the draw is a hash of ``(seed, question, caption, reasoning)`` ids, so it does not depend on
+    the input order or the process.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,8 +109,18 @@ def caption_reward_histogram(values: Iterable[float], n: int) -> list[int]:
     return hist
 
 
+PICKS = ("shortest", "random")
+
+
 def _rank_key(c: Candidate, length: int) -> tuple:
     return (length, -float(c.caption_reward), str(c.caption_id), str(c.reasoning_id))
+
+
+def _random_key(seed: int) -> Callable[[Candidate, int], tuple]:
+    def key(c: Candidate, length: int) -> tuple:
+        ids = f"{seed}\x00{c.question_id}\x00{c.caption_id}\x00{c.reasoning_id}".encode()
+        return (hashlib.sha256(ids).hexdigest(), str(c.caption_id), str(c.reasoning_id))
+    return key
 
 
 def select_trajectories(
@@ -115,14 +129,20 @@ def select_trajectories(
     keep_n: int = 1,
     length_fn: Callable[[str], int] | None = None,
     n_per_caption: int | None = None,
+    pick: str = "shortest",
+    seed: int = 0,
 ) -> SelectionResult:
-    """Per question keep up to ``keep_n`` shortest correct trajectories with caption reward > ``alpha``.
+    """Per question keep up to ``keep_n`` shortest (or, ``pick="random"``, randomly drawn with ``seed``) correct
+    trajectories with caption reward > ``alpha``.
 
     ``n_per_caption`` (N) sets the histogram bins (1/N); by default it is the largest number of
     candidates sharing one (question, caption).
     """
     if keep_n < 1:
         raise ValueError(f"keep_n must be >= 1, got {keep_n}")
+    if pick not in PICKS:
+        raise ValueError(f"pick must be one of {list(PICKS)}, got {pick!r}")
+    order = _rank_key if pick == "shortest" else _random_key(seed)
     by_question: dict[Hashable, list[Candidate]] = defaultdict(list)
     caption_r: dict[tuple, float] = {}
     caption_count: dict[tuple, int] = defaultdict(int)
@@ -154,7 +174,7 @@ def select_trajectories(
         if not eligible:
             dropped[DROP_CAPTION_BELOW_ALPHA].append(qid)
             continue
-        ranked = sorted(((c, int(measure(c.reasoning_text))) for c in eligible), key=lambda t: _rank_key(*t))
+        ranked = sorted(((c, int(measure(c.reasoning_text))) for c in eligible), key=lambda t: order(*t))
         kept.extend(Kept(c, n) for c, n in ranked[:keep_n])
 
     n = n_per_caption or max(caption_count.values(), default=1)

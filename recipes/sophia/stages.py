@@ -228,10 +228,11 @@ def _file_hash(*paths: Path) -> str:
 def select_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dict[str, list[dict[str, str]]],
                  reasoning_rows: Sequence[dict[str, Any]], reward_rows: Sequence[dict[str, Any]], run: Path,
                  length_fn: Callable[[str], int] | None) -> dict[str, Any]:
-    """Shortest correct trajectory per question whose caption reward is > alpha; writes ``selected.jsonl``."""
+    """Shortest (or random) correct trajectory per question with caption reward > alpha; writes ``selected.jsonl``."""
     s = cfg.select
     stamp = {"rewards": _sha(*(f"{r['key']}:{r['input_sha']}" for r in reward_rows)),
              "select": json.loads(json.dumps(s.__dict__)), "questions": _sha(*(q.uid for q in questions)),
+             "seed": cfg.trainer.seed,
              "length_fn": length_fn is not None}
     if stamp_is_fresh(run, stamp, "selection.stamp.json") and (run / "selection.json").is_file():
         return json.loads((run / "selection.json").read_text())
@@ -240,7 +241,8 @@ def select_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dic
     cands = [Candidate(row["question_id"], row["caption_id"], f"{row['key']}#r{i}", texts[row["key"]][i], float(rw),
                        row["caption_reward"]) for row in reward_rows for i, rw in enumerate(row["rewards"])]
     alpha = s.alpha if s.use_caption_reward else -1.0
-    res = select_trajectories(cands, alpha=alpha, keep_n=s.keep_n, length_fn=length_fn, n_per_caption=cfg.reason.n)
+    res = select_trajectories(cands, alpha=alpha, keep_n=s.keep_n, length_fn=length_fn, n_per_caption=cfg.reason.n,
+                              pick=s.pick, seed=cfg.trainer.seed)
     rows = [{"key": k.candidate.reasoning_id, "question_id": k.candidate.question_id,
              "caption_id": k.candidate.caption_id, "reasoning": k.candidate.reasoning_text, "length": k.length,
              "reward": k.candidate.reward, "caption_reward": k.candidate.caption_reward,

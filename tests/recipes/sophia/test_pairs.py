@@ -60,3 +60,16 @@ def test_dev_split_uses_training_digits_only(tmp_path):
     assert used <= set(pools["sophia"].tolist()) and not used & set(pools["eval"].tolist())
     train = json.loads(paths["sophia_train"].read_text())
     assert [r["digit_index"] for r in dev] != [r["digit_index"] for r in train[:len(dev)]]  # other pairs
+
+
+def test_shifted_build_keeps_records_and_clean_caption_images(tmp_path):
+    clean = build_pairs_dataset(tmp_path / "clean", seed=0, sizes=SIZES)
+    hard = build_pairs_dataset(tmp_path / "hard", seed=0, sizes=SIZES, shift="noise")
+    assert json.loads(hard["manifest"].read_text())["shift"] == "noise"
+    for split in SIZES:  # same digits, pairs, questions and answers
+        assert clean[split].read_bytes() == hard[split].read_bytes()
+        for r in json.loads(clean[split].read_text()):
+            same = (tmp_path / "clean" / r["image_path"]).read_bytes() == (tmp_path / "hard" / r["image_path"]).read_bytes()
+            assert same == (split == "caption_train"), (split, r["id"])  # only question images are shifted
+    with pytest.raises(ValueError, match="unknown shift"):
+        build_pairs_dataset(tmp_path / "bad", sizes=SIZES, shift="sepia")

@@ -86,3 +86,17 @@ def test_bad_input_is_named():
 
 def test_histogram_bins():
     assert caption_reward_histogram([0.0, 0.125, 0.125, 0.875, 1.0, 1.0], 8) == [1, 2, 0, 0, 0, 0, 0, 1, 2]
+
+
+def test_random_pick_draws_among_eligible_only_and_is_order_free():
+    # caption a: R(c) = 0.5 (not eligible at α 0.75); caption b: 4/4, four correct reasonings of lengths 1-4
+    cands = _cands("q", "a", [1, 1, 0, 0], ["x", "xx", "y", "y"])
+    cands += _cands("q", "b", [1, 1, 1, 1], ["b", "bb", "bbb", "bbbb"])
+    picked = {seed: select_trajectories(cands, pick="random", seed=seed).kept[0].candidate for seed in range(40)}
+    assert {c.caption_id for c in picked.values()} == {"b"}  # the caption-reward filter still applies
+    assert len({c.reasoning_id for c in picked.values()}) == 4  # not always the shortest: every one is drawn
+    for seed in (0, 7):
+        same = select_trajectories(list(reversed(cands)), pick="random", seed=seed).kept
+        assert same == select_trajectories(cands, pick="random", seed=seed).kept
+    with pytest.raises(ValueError, match="pick"):
+        select_trajectories(cands, pick="longest")
