@@ -10,7 +10,9 @@ drawn evenly, so the base answers in varied forms as a real VLM does; ``--answer
 older single-token base (answer = the digit). The folder is cached: a ``pretrain_stamp.json`` with the arguments makes a
 second call with the same arguments a no-op. At the end it evaluates clean val, the dev shift and each
 test shift (greedy, mean@N, maj@N) into ``pretrain_report.json``, with a check of the base's own sampled
-outputs on the dev shift against the answer extractor (share read as a digit, invalid ratio).
+outputs on the dev shift against the answer extractor (share read as a digit, invalid ratio), and the regime
+check at TTRV's vote budget (``--votes``, 32): base maj@votes against base greedy on the dev shift, which must
+be above greedy for TTRV to have something to turn into greedy accuracy (a warning says when it is not).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ def pretrain(args: argparse.Namespace) -> Path:
     if args.eval_n > 0:
         report["eval"] = evaluate_base(out, data, args.eval_n, args.eval_max, args.styles)
         report["dev_outputs"] = output_check(out, data / "dev_elastic_open.json", args.eval_n, args.eval_max)
+        if args.votes > 0 and "open" in args.styles:
+            report["dev_regime"] = regime_check(out, data / "dev_elastic_open.json", args.votes, args.eval_max)
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     (out / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return out
@@ -151,6 +155,21 @@ def evaluate_base(model: Path, data: Path, n: int, max_samples: int, styles: lis
     res = evaluate(model, files, n=n, max_samples=max_samples, max_new_tokens=MAX_NEW_TOKENS)
     logger.info("base model:\n%s", format_results(res))
     return res
+
+
+def regime_check(model: Path, file: Path, votes: int, max_samples: int) -> dict:
+    """Base greedy vs maj@``votes`` on the dev shift: the self-consistency regime holds when the majority wins."""
+    from recipes.ttrv.evaluate import evaluate
+
+    r = evaluate(model, [file], n=votes, max_samples=max_samples, max_new_tokens=MAX_NEW_TOKENS)[file.stem]
+    out = {"split": file.stem, "votes": votes, "greedy": r["greedy"], f"maj@{votes}": r[f"maj@{votes}"],
+           f"mean@{votes}": r[f"mean@{votes}"], "majority_minus_greedy": round(r[f"maj@{votes}"] - r["greedy"], 4)}
+    out["self_consistency_regime"] = out["majority_minus_greedy"] > 0
+    log = logger.info if out["self_consistency_regime"] else logger.warning
+    log("dev regime (%s, %d votes): greedy %.1f, maj@%d %.1f (%+.1f)%s", file.stem, votes, 100 * r["greedy"], votes,
+        100 * r[f"maj@{votes}"], 100 * out["majority_minus_greedy"],
+        "" if out["self_consistency_regime"] else ": NOT above greedy, TTRV has little to turn into greedy accuracy")
+    return out
 
 
 def output_check(model: Path, file: Path, n: int, max_samples: int) -> dict:
@@ -206,6 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="open-answer targets: a random phrasing of the digit per drawn example, or the digit only")
     p.add_argument("--eval-n", type=int, default=8, help="samples for mean@N / maj@N in the report (0: no report)")
     p.add_argument("--eval-max", type=int, default=200, help="items per split in the report")
+    p.add_argument("--votes", type=int, default=32, help="TTRV's vote budget for the dev regime check (0: none)")
     return p.parse_args(argv)
 
 

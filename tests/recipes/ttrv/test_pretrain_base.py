@@ -70,3 +70,16 @@ def test_phrasing_stats_counts_by_hand():
     assert st["n_outputs"] == 5 and st["read_as_digit"] == 3 / 5 and st["invalid_ratio"] == 1 / 5
     assert st["training_phrasing"] == 3 / 5 and st["distinct_forms"] == 5
     assert st["top_unread"] == [("The digit is", 1), ("", 1)]
+
+
+def test_regime_check_flags_a_majority_not_above_greedy(monkeypatch, tmp_path, caplog):
+    from recipes.ttrv import evaluate as E
+
+    scores = {"greedy": 0.71, "maj@32": 0.73, "mean@32": 0.62}
+    monkeypatch.setattr(E, "evaluate", lambda model, files, n, max_samples, max_new_tokens: {"dev_elastic_open": scores})
+    r = P.regime_check(tmp_path, tmp_path / "dev_elastic_open.json", 32, 100)
+    assert r["majority_minus_greedy"] == 0.02 and r["self_consistency_regime"] is True
+    scores.update({"maj@32": 0.71})  # a tie is not the regime
+    with caplog.at_level("WARNING"):
+        r = P.regime_check(tmp_path, tmp_path / "dev_elastic_open.json", 32, 100)
+    assert r["self_consistency_regime"] is False and "NOT above greedy" in caplog.text
