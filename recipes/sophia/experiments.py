@@ -50,7 +50,7 @@ METHODS = ("base", "sophia", "caption_sft", "no_caption_reward", "random_traject
 ALPHAS = (0.75, 0.5, 0.25, 0.0)  # strict R(c) > α: 0.75 is the paper's; 0.0 keeps any correct trajectory
 COLLECTION_FILES = ("captions.jsonl", "captions.stamp.json", "reasonings.jsonl", "reasonings.stamp.json", "rewards.jsonl",
                     "reasoner_cache.sqlite")
-HARD_SHIFT = "noise"  # question-image shift of the hard regime (chosen for >= 25 % wrong base captions)
+HARD_SHIFT = "blur"  # question-image shift of the hard regime (36 % of the base captions wrong; noise: 16 %)
 REGIMES: dict[str, dict[str, Any]] = {  # data folder, its question-image shift, README section, default --out
     "easy": {"data": "data/sophia_pairs", "shift": None, "section": "sophia-results", "out": "logs/sophia/experiments"},
     "hard": {"data": "data/sophia_pairs_hard", "shift": HARD_SHIFT, "section": "sophia-results-hard",
