@@ -153,9 +153,6 @@ def _common(v: Variant, chosen: Settings, model: str, seed: int) -> list[str]:
             "trainer.logger=[jsonl]",
             "actor_rollout_ref.rollout.name=hf",  # tiny model: no engine start-up per run
             *(["trainer.backend=local", "trainer.n_gpus_per_node=1"] if v.local_backend else []),
-            # all-zero-advantage groups still run forward/backward: the setting the README table was made
-            # with (then, an all-unanimous mini-batch hit an FSDP2 Tensor/DTensor bug, fixed since)
-            "actor_rollout_ref.actor.skip_zero_adv_groups=false",
             "trainer.save_freq=-1", *v.extra]
 
 
