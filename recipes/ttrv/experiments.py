@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from verl.config.loader import load_config
@@ -304,9 +304,10 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--out", default=None, help="default: logs/ttrv_results/<variant>")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each in its own process)")
     p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
+    p.add_argument("overrides", nargs="*", help="trainer overrides added to every run (e.g. to compare a switch)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    v = VARIANTS[a.variant]
+    v = replace(VARIANTS[a.variant], extra=[*VARIANTS[a.variant].extra, *a.overrides])
     data, out = Path(a.data), Path(a.out or f"logs/ttrv_results/{a.variant}")
     if not (data / "manifest.json").is_file():
         from verl.data.digits import build_digits_dataset
