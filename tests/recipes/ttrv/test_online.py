@@ -111,3 +111,16 @@ def test_episodic_run_predictions_and_exact_resume(tiny_vlm_path, digits_dir, tm
     assert updates == [1.0, 2.0, 3.0, 4.0]  # the second run resumed after update 3 instead of starting over
     assert resumed_rows == rows
     assert all(np.array_equal(weights[k], resumed_weights[k]) for k in weights)
+
+
+def test_preset_streams_every_source(digits_dir):
+    """The preset's stream holds items_per_source items of each file (no global max_samples cut to one file)."""
+    from verl.trainer.main import load_data
+
+    files = [digits_dir / f"test_{s}_open.json" for s in ("noise", "blur", "rotate")]
+    cfg = O.load_online_config("protocol_e_online", [f"data.train_files=[{','.join(map(str, files))}]",
+                                                     f"data.val_files=[{files[0]}]"])
+    records, _ = load_data(cfg)
+    stream = O.stream_order(records, cfg.online.items_per_source)
+    per_source = {s: sum(r.data_source == s for r in stream) for s in {r.data_source for r in stream}}
+    assert len(per_source) == 3 and set(per_source.values()) == {cfg.online.items_per_source}, per_source
