@@ -187,6 +187,11 @@ class OnlineRun:
         elif not (self.base_dir / BASE_DONE).is_file():
             raise FileNotFoundError(f"{self.base_dir} is missing or incomplete: cannot resume the online run")
         self.state = resumed["online"] if resumed is not None else self._fresh_state()
+        n_items = len(self.stream)
+        if len(self.state["base_answers"]) != n_items:
+            raise ConfigError(f"{self.cfg.trainer.default_local_dir} holds an online run over "
+                              f"{len(self.state['base_answers'])} items, this config streams {n_items}: a changed "
+                              "stream cannot resume it (choose another trainer.experiment_name or delete that folder)")
         preds = self.tracker.run_dir / "predictions.jsonl"
         while self.state["chunk"] < len(self.chunks):
             new = self.chunks[self.state["chunk"]]
@@ -260,15 +265,23 @@ def load_online_config(config_name: str, overrides: list[str], config_dir: str |
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (2: bad config, data, model or checkpoint)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", default=str(CONFIG_DIR))
     p.add_argument("--config-name", default="protocol_e_online")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. online.mode=episodic online.k=4")
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    run(load_online_config(args.config_name, args.overrides, args.config_dir))
+    try:
+        run(load_online_config(args.config_name, args.overrides, args.config_dir))
+    except (OSError, ValueError) as err:  # ConfigError and the data / model / checkpoint errors say what and where
+        if os.environ.get("VERL_DEBUG") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
