@@ -117,13 +117,14 @@ def test_episodic_run_predictions_and_exact_resume(tiny_vlm_path, digits_dir, tm
         _run(_cfg(model, digits_dir, tmp_path / "cut", "online.mode=episodic", "online.items_per_source=2"))
 
 
-def test_preset_streams_every_source(digits_dir):
+def test_preset_streams_every_source(tiny_vlm_path, digits_dir):
     """The preset's stream holds items_per_source items of each file (no global max_samples cut to one file)."""
     from verl.trainer.main import load_data
 
     files = [digits_dir / f"test_{s}_open.json" for s in ("noise", "blur", "rotate")]
     cfg = O.load_online_config("protocol_e_online", [f"data.train_files=[{','.join(map(str, files))}]",
-                                                     f"data.val_files=[{files[0]}]"])
+                                                     f"data.val_files=[{files[0]}]",
+                                                     f"actor_rollout_ref.model.path={tiny_vlm_path()}"])
     records, _ = load_data(cfg)
     stream = O.stream_order(records, cfg.online.items_per_source)
     per_source = {s: sum(r.data_source == s for r in stream) for s in {r.data_source for r in stream}}
