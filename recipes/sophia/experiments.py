@@ -35,6 +35,7 @@ import logging
 import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,25 @@ ALPHAS = (0.75, 0.5, 0.25, 0.0)  # strict R(c) > α: 0.75 is the paper's; 0.0 ke
 COLLECTION_FILES = ("captions.jsonl", "captions.stamp.json", "reasonings.jsonl", "reasonings.stamp.json", "rewards.jsonl",
                     "reasoner_cache.sqlite")
 HARD_SHIFT = "blur"  # question-image shift of the hard regime (36 % of the base captions wrong; noise: 16 %)
-REGIMES: dict[str, dict[str, Any]] = {  # data folder, its question-image shift, README section, default --out
-    "easy": {"data": "data/sophia_pairs", "shift": None, "section": "sophia-results", "out": "logs/sophia/experiments"},
-    "hard": {"data": "data/sophia_pairs_hard", "shift": HARD_SHIFT, "section": "sophia-results-hard",
-             "out": "logs/sophia/experiments_hard"},
+PLOTS = (("caption_reward_hist.png", "caption-reward histogram"),
+         ("accuracy_before_after.png", "accuracy before and after SOPHIA"))  # copied from the first seed's run
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Where a table's questions come from and where it goes."""
+
+    data: str  # pairs folder
+    shift: str | None  # question-image shift (None: clean; built by the command otherwise)
+    section: str  # README markers <!-- section:start/end -->
+    out: str  # default run folder
+    figure_prefix: str  # docs/results/<prefix><plot>
+
+
+REGIMES = {
+    "easy": Regime("data/sophia_pairs", None, "sophia-results", "logs/sophia/experiments", "sophia_"),
+    "hard": Regime("data/sophia_pairs_hard", HARD_SHIFT, "sophia-results-hard", "logs/sophia/experiments_hard",
+                   "sophia_hard_"),
 }
 SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -224,38 +240,36 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     v, regime = VARIANTS[a.variant], REGIMES[a.regime]
     t0 = time.perf_counter()
-    out = Path(a.out or regime["out"])
+    out = Path(a.out or regime.out)
     overrides = [*v["overrides"], *a.overrides]
-    if regime["shift"] is not None:  # the shifted question images are built here (same pairs as the clean task)
+    if regime.shift is not None:  # the shifted question images are built here (same pairs as the clean task)
         from recipes.sophia.pairs import ensure_pairs_dataset
 
-        ensure_pairs_dataset(regime["data"], seed=0, shift=regime["shift"])
-        overrides = [f"data.dir={regime['data']}", *overrides]
+        ensure_pairs_dataset(regime.data, seed=0, shift=regime.shift)
+        overrides = [f"data.dir={regime.data}", *overrides]
     results = {s: run_seed(s, out, a.config, overrides, v["grpo"]) for s in (a.seeds or v["seeds"])}
     alpha, dev_scores = choose_alpha(out, a.config, overrides, min(results))
     for s in results:
         results[s]["sophia_alpha_dev"] = run_alpha(out, a.config, overrides, s, alpha)
     note = (f"`sophia_alpha_dev`: α = {alpha:g}, chosen on the labeled `dev` questions (seed {min(results)}; "
             + ", ".join(f"α {x:g}: {100 * acc:.1f}%" for x, acc in dev_scores) + "), never on `eval`.")
-    if regime["shift"] is not None:
-        note = (f"Hard regime: question images with the `{regime['shift']}` shift (`{regime['data']}`), captioner "
+    if regime.shift is not None:
+        note = (f"Hard regime: question images with the `{regime.shift}` shift (`{regime.data}`), captioner "
                 f"pretrained on clean pairs. " + note)
     cmd = "python -m recipes.sophia.experiments" + (f" --variant {a.variant}" if a.variant != "full" else "") + (
         f" --regime {a.regime}" if a.regime != "easy" else "")
-    text = write_table(results, out / "results.md", cmd, note, data_dir=regime["data"])
+    text = write_table(results, out / "results.md", cmd, note, data_dir=regime.data)
     logger.info("done in %.0f s", time.perf_counter() - t0)
     readme = a.readme or ("README.md" if a.variant == "full" else None)
     if readme:
         figs = Path(readme).parent / "docs" / "results"
         figs.mkdir(parents=True, exist_ok=True)
         first = out / "runs" / f"sophia_s{min(results)}" / "plots"
-        prefix = "sophia_" if a.regime == "easy" else f"sophia_{a.regime}_"
-        for name in ("caption_reward_hist.png", "accuracy_before_after.png"):
+        for name, _ in PLOTS:
             if (first / name).is_file():
-                shutil.copy2(first / name, figs / f"{prefix}{name}")
-        plots = (f"\n![caption-reward histogram](docs/results/{prefix}caption_reward_hist.png)"
-                 f" ![accuracy before and after SOPHIA](docs/results/{prefix}accuracy_before_after.png)\n")
-        write_section(readme, regime["section"], text.split("\n", 2)[2] + plots)
+                shutil.copy2(first / name, figs / f"{regime.figure_prefix}{name}")
+        plots = "\n" + " ".join(f"![{alt}](docs/results/{regime.figure_prefix}{name})" for name, alt in PLOTS) + "\n"
+        write_section(readme, regime.section, text.split("\n", 2)[2] + plots)
     print(text)
     return text
 
