@@ -208,10 +208,13 @@ def test_ray_run_listens_on_loopback_and_names_a_dead_worker(tiny_vlm_path, digi
 def test_ctrl_c_shuts_down_cleanly_with_status_130(tiny_vlm_path, digits_dir, tmp_path):
     """SIGINT to the run's process group, as a terminal's Ctrl-C sends it."""
     args = overrides(tiny_vlm_path("qwen2_5_vl"), digits_dir, tmp_path, "trainer.backend=local",
-                     "trainer.n_gpus_per_node=1", "trainer.total_training_steps=100000", "trainer.val_before_train=false")
+                     "trainer.n_gpus_per_node=1", "trainer.total_training_steps=200", "trainer.val_before_train=false")
+    # a terminal's foreground job gets SIGINT; a suite started in the background (`cmd &`) ignores it, and an
+    # ignored signal would be inherited by the run
     proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main", *CONFIG, *args], env=env(), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for_step(proc, tmp_path / "logs" / "p" / "t" / "metrics.jsonl", 1)  # a run far too long to end first
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    _wait_for_step(proc, tmp_path / "logs" / "p" / "t" / "metrics.jsonl", 1)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
