@@ -132,21 +132,3 @@ def test_prune_keeps_newest_and_spares_in_progress(tmp_path):
         prune(tmp_path, 0)
     with pytest.raises(ValueError, match="does not match"):
         mgr.commit(4, {"step": 5})
-
-
-def test_check_trusted_only_under_the_root_or_with_the_opt_in(tmp_path):
-    from verl.checkpoint import UntrustedCheckpointError, check_trusted
-
-    root = tmp_path / "ckpt"
-    (root / "global_step_1").mkdir(parents=True)
-    (tmp_path / "elsewhere").mkdir()
-    (root / "link").symlink_to(tmp_path / "elsewhere")
-    check_trusted(root / "global_step_1", root, trust=False, opt_in="--x")
-    for folder in (tmp_path / "elsewhere", root / "link", root / ".." / "elsewhere"):
-        with pytest.raises(UntrustedCheckpointError, match="--x"):
-            check_trusted(folder, root, trust=False, opt_in="--x")
-        check_trusted(folder, root, trust=True, opt_in="--x")
-    manager = CheckpointManager(root)
-    with pytest.raises(UntrustedCheckpointError, match="trainer.trust_checkpoint=true"):
-        manager.check_trusted(tmp_path / "elsewhere", trust=False)
-

@@ -10,11 +10,10 @@ Layout (verl's)::
 A step folder counts only once the marker names it: a crash while saving leaves the marker on the
 previous step, so auto-resume never picks a partial folder.
 
-Trust: the trainer state is JSON and its tensors are read with ``torch.load(weights_only=True)``, but
-the actor's DCP checkpoint (``actor/.metadata``) is a pickle, and unpickling runs code. Resume and
-export therefore load a step folder only when it lies under the checkpoint root this run's manager
-writes to (``trainer.default_local_dir``; for export, ``checkpoints/``) or when the user opts in
-(``trainer.trust_checkpoint=true`` / ``--trust-checkpoint``): see :func:`check_trusted`.
+Nothing read here runs code: the trainer state is JSON, its tensors are read with
+``torch.load(weights_only=True)``, and the actor's DCP files (``actor/dcp/.metadata`` and the byte entries
+of ``*.distcp``, both pickles) go through allow-lists (:mod:`verl.utils.safe_dcp`). :func:`verify_checkpoint`
+checks a step folder before anything is loaded from it, wherever it lies.
 """
 
 from __future__ import annotations
@@ -233,21 +232,17 @@ def prune(root: str | os.PathLike, keep: int | None) -> list[Path]:
     return removed
 
 
-class UntrustedCheckpointError(PermissionError):
-    """A checkpoint folder from outside the trusted root, loaded without the opt-in."""
+def verify_checkpoint(folder: str | os.PathLike) -> None:
+    """Read every DCP pickle under the step ``folder`` through the allow-lists
+    (:func:`verl.utils.safe_dcp.verify_dcp`); an :class:`~verl.utils.safe_dcp.UnsafeCheckpointError`
+    (a ``ValueError``) names the file that would run code."""
+    from verl.utils.safe_dcp import METADATA_FILE, read_metadata, verify_dcp
 
-
-def check_trusted(folder: str | os.PathLike, root: str | os.PathLike, trust: bool, opt_in: str) -> None:
-    """Refuse ``folder`` (its pickled DCP metadata) unless it lies under ``root`` or ``trust`` is set.
-
-    ``opt_in`` names the switch in the error (``trainer.trust_checkpoint=true`` or ``--trust-checkpoint``).
-    """
-    if trust:
-        return
-    if not Path(folder).resolve().is_relative_to(Path(root).resolve()):
-        raise UntrustedCheckpointError(
-            f"checkpoint {folder} is not under {root}, where this run writes its checkpoints; its DCP "
-            f"metadata is a pickle, which runs code when loaded. Load it only if you trust its source: {opt_in}")
+    for metadata in sorted(Path(folder).rglob("*.metadata")):
+        if metadata.name == METADATA_FILE:
+            verify_dcp(metadata.parent)  # the metadata and the byte entries it points to
+        else:
+            read_metadata(metadata)  # a rank-local __<rank>.metadata
 
 
 class CheckpointManager:
@@ -299,10 +294,6 @@ class CheckpointManager:
 
     def resolve_resume(self, mode: str = "auto", resume_path: str | os.PathLike | None = None) -> Path | None:
         return resolve_resume(self.root, mode, resume_path)
-
-    def check_trusted(self, folder: str | os.PathLike, trust: bool) -> None:
-        """See :func:`check_trusted`; this manager's root is the trusted one."""
-        check_trusted(folder, self.root, trust, "trainer.trust_checkpoint=true")
 
     def load(self, folder: str | os.PathLike) -> dict[str, Any]:
         return load_trainer_state(folder)

@@ -180,8 +180,8 @@ def test_ttrv_steps_checkpoint_resume_export(ray_local, real_shape_path, digits_
     step2 = next(r for r in rows2 if "actor/pg_loss" in r)
     assert np.isfinite(step2["actor/pg_loss"]) and step2["training/rollout_probs_diff_max"] < 1e-3
     out = tmp_path / "exported"
-    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(tmp_path / "ckpt" / "global_step_2"), str(out),
-                    "--trust-checkpoint"], check=True, timeout=300)  # a pytest temp folder, not checkpoints/
+    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(tmp_path / "ckpt" / "global_step_2"),
+                    str(out)], check=True, timeout=300)
     exported, processor = load_vlm(out, dtype=torch.float32)
     assert processor.tokenizer("Hello world")["input_ids"] == [9707, 1879]
     sd = exported.state_dict()

@@ -142,7 +142,7 @@ def test_resume_continues_with_the_same_data_order(ray_local, tiny_vlm_path, dig
 
     out = tmp_path / "exported"
     subprocess.run([sys.executable, "-m", "verl.trainer.export", str(tmp_path / "cut" / "ckpt" / "global_step_4"),
-                    str(out), "--trust-checkpoint"], check=True, timeout=300)
+                    str(out)], check=True, timeout=300)
     exported, _ = load_vlm(out, dtype=torch.float32, device="cpu")
     sd = exported.state_dict()
     for k, v in full_params[0].items():

@@ -138,8 +138,8 @@ def test_lora_run_on_ray_vllm_and_local_resume_and_export(ray_local, tiny_vlm_pa
         np.testing.assert_allclose(resumed[k], full[k], rtol=1e-5, atol=1e-6, err_msg=k)
     # the checkpoint holds the adapters only; export writes the merged model and the adapter
     out = tmp_path / "exported"
-    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(ckpt.parent.parent / "global_step_4"), str(out),
-                    "--trust-checkpoint"], check=True, timeout=300)  # a pytest temp folder, not checkpoints/
+    subprocess.run([sys.executable, "-m", "verl.trainer.export", str(ckpt.parent.parent / "global_step_4"),
+                    str(out)], check=True, timeout=300)
     merged, _ = load_vlm(out, dtype=torch.float32, device="cpu")
     for k, v in merged.state_dict().items():
         np.testing.assert_allclose(v.numpy(), full[k], rtol=1e-5, atol=1e-6, err_msg=k)

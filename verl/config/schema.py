@@ -183,7 +183,6 @@ class TrainerConfig:
     default_local_dir: str | None = None  # None -> checkpoints/<project_name>/<experiment_name>
     resume_mode: str = "auto"  # auto | disable | resume_path
     resume_from_path: str | None = None
-    trust_checkpoint: bool = False  # true: also load checkpoints from outside default_local_dir (DCP metadata is a pickle)
     backend: str = "ray"  # ray (one Ray actor per worker) | local (one worker in this process, no Ray)
     ray_address: str | None = None  # None -> start a Ray instance on this node, bound to 127.0.0.1
     ray_num_cpus: int | None = None

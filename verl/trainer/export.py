@@ -7,8 +7,8 @@ the peft adapter to ``out_dir/adapter``.
 
 Works for a checkpoint saved at any world size (DCP reshards on load). The base model folder (config,
 processor, tokenizer, chat template) defaults to the one recorded in the checkpoint's trainer state.
-The DCP metadata is a pickle: a folder outside ``checkpoints/`` (where runs write theirs) is refused
-unless ``--trust-checkpoint`` is given.
+Any folder loads, wherever it lies: its DCP pickles are read through allow-lists, and one that would run
+code is refused (``error: <file>: ...``, exit 2) before anything is loaded (:func:`verl.checkpoint.verify_checkpoint`).
 """
 
 from __future__ import annotations
@@ -19,24 +19,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from verl.checkpoint import check_trusted, load_trainer_state
-
-TRUSTED_ROOT = "checkpoints"
+from verl.checkpoint import load_trainer_state, verify_checkpoint
 
 
-def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None,
-                      trust: bool = False) -> Path:
-    """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it.
-
-    ``trust``: also load a folder outside ``checkpoints/`` (its pickled DCP metadata runs code).
-    """
+def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None) -> Path:
+    """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it."""
     import torch.distributed as dist
 
     from verl.workers.actor import FSDPActor
     from verl.workers.lora import lora_enabled, model_config_for
 
     step = Path(step_dir)
-    check_trusted(step, TRUSTED_ROOT, trust, "--trust-checkpoint")
+    verify_checkpoint(step)
     state = load_trainer_state(step)
     base = base_model or state.get("model_path")
     if not base:
@@ -61,11 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step_dir", help="a global_step_N folder")
     p.add_argument("out_dir")
     p.add_argument("--base-model", default=None, help="model folder the run started from")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load a checkpoint from outside checkpoints/ (its DCP metadata is a pickle: trusted sources only)")
     a = p.parse_args(argv)
     try:
-        out = export_checkpoint(a.step_dir, a.out_dir, a.base_model, trust=a.trust_checkpoint)
+        out = export_checkpoint(a.step_dir, a.out_dir, a.base_model)
     except (OSError, ValueError) as err:
         if os.environ.get("VERL_DEBUG") == "1":
             raise

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from verl.algos.advantage import get_adv_estimator
-from verl.checkpoint import STATE_FILE, CheckpointManager, list_steps, parse_step
+from verl.checkpoint import STATE_FILE, CheckpointManager, list_steps, parse_step, verify_checkpoint
 from verl.config.loader import derive_total_steps
 from verl.config.schema import RLConfig
 from verl.data.dataset import make_dataloader
@@ -292,7 +292,7 @@ class Trainer:
         folder = self.ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
         if folder is None:
             return None
-        self.ckpt.check_trusted(folder, t.trust_checkpoint)
+        verify_checkpoint(folder)
         state = self.ckpt.load(folder)
         self.wg.load_checkpoint(str(folder))
         self.global_step = int(state["step"])
@@ -310,15 +310,15 @@ def finished_summary(config: RLConfig, num_prompts: int) -> dict[str, float] | N
     """The summary of a run whose checkpoint to resume from is its last step (nothing left to do),
     read from the trainer state (JSON) without starting workers; None otherwise.
 
-    Also refuses, before anything starts, a resume folder outside ``default_local_dir`` without
-    ``trainer.trust_checkpoint`` (:func:`verl.checkpoint.check_trusted`).
+    Also refuses, before anything starts, a resume folder whose DCP pickles would run code
+    (:func:`verl.checkpoint.verify_checkpoint`; a ``ValueError`` naming the file).
     """
     t = config.trainer
     ckpt = CheckpointManager(t.default_local_dir, keep=t.max_actor_ckpt_to_keep)
     folder = ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
     if folder is None:
         return None
-    ckpt.check_trusted(folder, t.trust_checkpoint)
+    verify_checkpoint(folder)
     state = ckpt.load(folder)
     if int(state["step"]) < derive_total_steps(config, num_prompts) or "summary" not in state:
         return None

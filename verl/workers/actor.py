@@ -454,8 +454,9 @@ class FSDPActor:
 
     def load_checkpoint(self, ckpt_dir: str | os.PathLike) -> None:
         """Inverse of :meth:`save_checkpoint` (same world size for the RNG / scheduler files)."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        from verl.utils.safe_dcp import load_dcp
 
         path = Path(ckpt_dir)
         if not (path / "dcp").is_dir():
@@ -463,12 +464,12 @@ class FSDPActor:
         if self.optimizer is not None:
             msd, osd = get_state_dict(self.module, self.optimizer, options=self._ckpt_options())
             state = {"model": msd, "optim": osd}
-            dcp.load(state, checkpoint_id=str(path / "dcp"))
+            load_dcp(state, path / "dcp")
             set_state_dict(self.module, self.optimizer, model_state_dict=state["model"],
                            optim_state_dict=state["optim"], options=self._ckpt_options())
         else:
             state = {"model": self.module.state_dict()}
-            dcp.load(state, checkpoint_id=str(path / "dcp"))
+            load_dcp(state, path / "dcp")
             self.module.load_state_dict(state["model"])
         extra_file = path / f"extra_state_rank{self.rank}.pt"
         if not extra_file.is_file():
@@ -484,12 +485,13 @@ class FSDPActor:
 
     def load_model_weights(self, ckpt_dir: str | os.PathLike) -> None:
         """Only the model weights of a :meth:`save_checkpoint` folder (any world size: DCP reshards)."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        from verl.utils.safe_dcp import load_dcp
 
         path = Path(ckpt_dir)
         if not (path / "dcp").is_dir():
             raise FileNotFoundError(f"no actor checkpoint under {path} (missing {path / 'dcp'})")
         state = {"model": get_model_state_dict(self.module, options=self._ckpt_options())}
-        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        load_dcp(state, path / "dcp")
         set_model_state_dict(self.module, state["model"], options=self._ckpt_options())
