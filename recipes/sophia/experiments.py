@@ -15,8 +15,8 @@ For every seed (``--seeds``, default 0 1 2), held-out greedy accuracy of the tin
 
 Baselines reuse the SOPHIA run's collection files (copied), so they differ from it only where stated.
 Every run folder lives under ``--out/runs/<method>_s<seed>/`` and is resumable; ``result.json`` marks a
-finished method. The table goes to ``--out/results.md`` and, for the full variant, into README.md between
-the ``sophia-results`` markers, with the first seed's caption-reward histogram and before/after plot
+finished method. The table goes to ``--out/results.md`` and, for the full variant, into ``docs/results.md``
+between the ``sophia-results`` markers, with the first seed's caption-reward histogram and before/after plot
 copied to ``docs/results/sophia_*.png``.
 ``--variant small`` runs the same code with a few items and one seed (a smoke test).
 
@@ -43,7 +43,7 @@ from recipes.sophia.config import load_sophia_config
 from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
 from recipes.sophia.pipeline import _rollout_factory, run_pipeline
 from recipes.sophia.runio import write_json
-from verl.utils.readme import write_section
+from verl.utils.doc_sections import RESULTS_PAGE, publish_figures, write_section
 
 logger = logging.getLogger("recipes.sophia.experiments")
 METHODS = ("base", "sophia", "caption_sft", "no_caption_reward", "random_trajectory", "grpo", "sophia_grpo",
@@ -62,7 +62,7 @@ class Regime:
 
     data: str  # pairs folder
     shift: str | None  # question-image shift (None: clean; built by the command otherwise)
-    section: str  # README markers <!-- section:start/end -->
+    section: str  # docs/results.md markers <!-- section:start/end -->
     out: str  # default run folder
     figure_prefix: str  # docs/results/<prefix><plot>
 
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--config", default=None, help="pipeline YAML (default: sophia_cpu_tiny.yaml)")
     p.add_argument("--out", default=None, help="run folder (default: the regime's, under logs/sophia/)")
-    p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
+    p.add_argument("--results-page", default=None,
+                   help=f"page whose section is replaced (default: {RESULTS_PAGE}, only with --variant full)")
     p.add_argument("overrides", nargs="*", help="pipeline overrides applied to every run")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -260,16 +261,11 @@ def main(argv: list[str] | None = None) -> str:
         f" --regime {a.regime}" if a.regime != "easy" else "")
     text = write_table(results, out / "results.md", cmd, note, data_dir=regime.data)
     logger.info("done in %.0f s", time.perf_counter() - t0)
-    readme = a.readme or ("README.md" if a.variant == "full" else None)
-    if readme:
-        figs = Path(readme).parent / "docs" / "results"
-        figs.mkdir(parents=True, exist_ok=True)
+    page = a.results_page or (RESULTS_PAGE if a.variant == "full" else None)
+    if page:
         first = out / "runs" / f"sophia_s{min(results)}" / "plots"
-        for name, _ in PLOTS:
-            if (first / name).is_file():
-                shutil.copy2(first / name, figs / f"{regime.figure_prefix}{name}")
-        plots = "\n" + " ".join(f"![{alt}](docs/results/{regime.figure_prefix}{name})" for name, alt in PLOTS) + "\n"
-        write_section(readme, regime.section, text.split("\n", 2)[2] + plots)
+        figures = publish_figures(page, [(first / name, f"{regime.figure_prefix}{name}", alt) for name, alt in PLOTS])
+        write_section(page, regime.section, text.split("\n", 2)[2] + "\n" + figures + "\n")
     print(text)
     return text
 

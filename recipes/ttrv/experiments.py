@@ -11,8 +11,9 @@ what is missing; ``--jobs N`` runs N at once, each in its own process):
    train, maj@32 / mean@32 reported (the base's majority at the same sample budget): protocol (a) on every
    shifted split; protocols (b) 20 images, (c) one image, (d) noise → blur; ablations on the noise split
    (majority reward, entropy 0, the other entropy form, 8 votes / 8 trained); the single-token base;
-4. ``--out/results.md`` (the headline against the targets and the table, also written into README.md
-   between the ``ttrv-results`` markers) and plots of accuracy and answer entropy vs step.
+4. ``--out/results.md`` (the headline against the targets and the table, also written into
+   ``docs/results.md`` between the ``ttrv-results`` markers) and plots of accuracy and answer entropy vs step
+   (copied to ``docs/results/``).
 
 ``--variant full`` is the whole grid; ``core`` (protocol (a) on every shift, (c), the single-token row,
 50 prompts) is what a shared 2-core machine affords in about 40 minutes; ``small`` runs the same code on
@@ -30,12 +31,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from verl.config.loader import load_config
-from verl.utils.readme import write_section
+from verl.utils.doc_sections import RESULTS_PAGE, publish_figures, write_section
 
 logger = logging.getLogger("recipes.ttrv.experiments")
 CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
 SHIFTS = ("noise", "blur", "rotate", "invert", "occlude")
-README_SECTION = "ttrv-results"  # README.md markers <!-- ttrv-results:start/end -->
+RESULTS_SECTION = "ttrv-results"  # docs/results.md markers <!-- ttrv-results:start/end -->
 PLOT_TEST_FREQ = 10  # validation every k steps in the plotted runs only (validation does not touch training RNG)
 
 
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> str:
                    help="the older single-token base for its row (built if missing; '' skips the row)")
     p.add_argument("--out", default=None, help="default: logs/ttrv_results/<variant>")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each in its own process)")
-    p.add_argument("--readme", default=None, help="README.md to update (default: only with --variant full)")
+    p.add_argument("--results-page", default=None,
+                   help=f"page whose ttrv-results section is replaced (default: {RESULTS_PAGE}, only with --variant full)")
     p.add_argument("overrides", nargs="*", help="trainer overrides added to every run (e.g. to compare a switch)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -329,18 +331,13 @@ def main(argv: list[str] | None = None) -> str:
           f"image, {v.n_train} of them trained; mean@N / maj@N with N = {n} samples (the same sample budget), "
           f"greedy = one greedy answer per item. Chosen on the dev shift `dev_elastic` only (greedy accuracy; "
           f"{dev}): lr {chosen.lr:g}, {chosen.epochs} epochs, {chosen.entropy_form.replace('_', '-')} entropy.\n\n"
-          + headline(runs, results, n) + "\n" + table(runs, results, n, v)
-          + "\n![greedy accuracy vs step](docs/results/accuracy_vs_step.png)"
-          " ![answer entropy vs step](docs/results/answer_entropy_vs_step.png)\n")
+          + headline(runs, results, n) + "\n" + table(runs, results, n, v))
     (out / "results.md").write_text(md)
     pngs = plots(runs, out)
-    readme = a.readme or ("README.md" if a.variant == "full" else None)
-    if readme:
-        write_section(readme, README_SECTION, md)
-        figs = Path(readme).parent / "docs" / "results"
-        figs.mkdir(parents=True, exist_ok=True)
-        for png in pngs:
-            shutil.copy2(png, figs / png.name)
+    page = a.results_page or (RESULTS_PAGE if a.variant == "full" else None)
+    if page:
+        figures = publish_figures(page, [(png, png.name, png.stem.replace("_", " ")) for png in pngs])
+        write_section(page, RESULTS_SECTION, f"{md}\n{figures}\n")
     print(md)
     return md
 

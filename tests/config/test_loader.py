@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from verl.config.loader import ConfigError, derive_total_steps, finalize, load_config, to_yaml
+from verl.config.loader import (
+    ConfigError,
+    declared_entry_point,
+    derive_total_steps,
+    finalize,
+    load_config,
+    to_yaml,
+)
 from verl.config.schema import RLConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +44,17 @@ def test_yaml_inheriting_ppo_trainer_from_other_dir(tmp_path):
     cfg = load_config("child", ["trainer.seed=3"], config_dir=tmp_path)
     assert cfg.trainer.total_epochs == 5 and cfg.trainer.seed == 3
     assert cfg.actor_rollout_ref.rollout.n_votes == 32  # inherited framework default
+
+
+def test_declared_entry_point_is_read_through_the_defaults_list(tmp_path):
+    (tmp_path / "base.yaml").write_text("defaults:\n  - ppo_trainer\n  - _self_\n")
+    (tmp_path / "own.yaml").write_text("defaults:\n  - base\n  - _self_\nentry_point: pkg.own\nextra:\n  k: 1\n")
+    (tmp_path / "child.yaml").write_text("defaults:\n  - own\n  - _self_\n")
+    assert declared_entry_point("base", tmp_path) is None
+    assert declared_entry_point("own", tmp_path) == declared_entry_point("child.yaml", tmp_path) == "pkg.own"
+    assert declared_entry_point("missing", tmp_path) is None
+    assert declared_entry_point("protocol_e_online", RECIPES) == "recipes.ttrv.online"
+    assert load_config("base", config_dir=tmp_path).entry_point == "verl.trainer.main"
 
 
 def test_yaml_without_schema_is_refused(tmp_path):

@@ -6,6 +6,8 @@ import copy
 import json
 import logging
 import math
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -116,6 +118,43 @@ def test_console_line_and_progress(tmp_path, caplog):
     quiet = Tracker("p", "e", ["jsonl"], log_dir=tmp_path)
     assert quiet.progress(total=2).disable
     quiet.finish()
+
+
+BAR = re.compile(r"training: +\d+%\|")  # a tqdm bar of Tracker.progress
+RECORD = re.compile(r"\d\d:\d\d:\d\d\S* [\w.]+: ")  # a log record: time, logger name
+
+
+def records_inside_bar_lines(console: str) -> list[str]:
+    """Console segments (between \\n and \\r, as a terminal draws them) holding a bar and a log record."""
+    return [seg for line in console.split("\n") for seg in line.split("\r")
+            if BAR.search(seg) and RECORD.search(seg)]
+
+
+def test_log_records_never_inside_the_progress_bar_line(tmp_path, capsys):
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # the console handler of logging.basicConfig (capsys' stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        tr = Tracker("p", "e", ["console"], log_dir=tmp_path)
+        bar = tr.progress(total=3)
+        for step in (1, 2, 3):
+            tr.log({"critic/score/mean": 0.25 * step}, step=step)
+            logging.getLogger("verl.trainer").warning("a warning at step %d", step)
+            bar.update(1)
+        tr.finish()
+        assert root.handlers[-1] is handler  # the console handler is restored when the bar ends
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert BAR.search(err) and "verl.tracker: step 2 | score=0.5" in err
+    assert records_inside_bar_lines(err) == []
+    visible = [line.split("\r")[-1].strip() for line in err.split("\n")]
+    assert sum(line.endswith("a warning at step 2") for line in visible) == 1  # on its own line
+    assert records_inside_bar_lines("\rtraining:  33%|###  | 1/3 [00:01<00:02]12:00:01,5 verl.tracker: step 1")
 
 
 def test_summary_json(tmp_path):

@@ -15,6 +15,8 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+BAR = re.compile(r"training: +\d+%\|")  # the trainer's progress bar
+RECORD = re.compile(r"\d\d:\d\d:\d\d\S* verl[\w.]*: ")  # a log record of the framework
 CONFIG = ["--config-dir", str(ROOT / "recipes" / "ttrv" / "config"), "--config-name", "ttrv_cpu_tiny"]
 
 
@@ -34,7 +36,8 @@ def env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_local_backend_runs_without_ray(tiny_vlm_path, digits_dir, tmp_path):
-    """trainer.backend=local: trains in one process; Ray is never imported and no Ray process starts."""
+    """trainer.backend=local: trains in one process; Ray is never imported and no Ray process starts; the
+    console prints log records on their own lines, never inside the progress bar's line."""
     args = [*CONFIG, *overrides(tiny_vlm_path("qwen2_5_vl"), digits_dir, tmp_path, "trainer.backend=local",
                                 "trainer.n_gpus_per_node=1", "trainer.total_training_steps=2")]
     code = ("import sys, runpy\nsys.argv = ['main', *sys.argv[1:]]\ntry:\n"
@@ -52,6 +55,10 @@ def test_local_backend_runs_without_ray(tiny_vlm_path, digits_dir, tmp_path):
     out = proc.stdout.read()
     assert proc.returncode == 0, out[-3000:]
     assert "ray imported: False" in out
+    segments = [seg for line in out.split("\n") for seg in line.split("\r")]  # as a terminal draws them
+    assert any(BAR.search(seg) for seg in segments) and any(RECORD.search(seg) for seg in segments)
+    assert not [seg for seg in segments if BAR.search(seg) and RECORD.search(seg)]  # no record inside the bar
+    assert "=== base -> adapted ===" in out
     assert not {n for n in seen if "ray" in n or n in ("gcs_server", "raylet")}, seen
     rows = [json.loads(line) for line in (tmp_path / "logs" / "p" / "t" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows if "actor/pg_loss" in r] == [1, 2]
@@ -95,6 +102,18 @@ def test_bad_inputs_end_in_one_named_error_line(tiny_vlm_path, digits_dir, tmp_p
     debug = subprocess.run([sys.executable, "-m", "verl.trainer.main", *CONFIG, "trainer.total_epoch=1"],
                            env={**env(), "VERL_DEBUG": "1"}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_config_of_another_command_names_that_command(capsys):
+    """protocol_e_online belongs to recipes.ttrv.online: one error line with that command, exit 2."""
+    from verl.trainer.main import main
+
+    assert main([*CONFIG[:2], "--config-name", "protocol_e_online", "online.k=4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: config 'protocol_e_online' is run by its own command: python -m recipes.ttrv.online "
+                   f"--config-dir {CONFIG[1]} --config-name protocol_e_online [key=value ...]"]
+    assert main([*CONFIG, "entry_point=pkg.other"]) == 2  # stops before reading any data
+    assert "this config is run by python -m pkg.other" in capsys.readouterr().err
 
 
 def _final_weights(ckpt: Path) -> dict:

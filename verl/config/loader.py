@@ -33,8 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 from verl.config import schema
 from verl.config.schema import CHOICES, LOGGER_CHOICES, RLConfig, register_configs
 
-__all__ = ["DEFAULT_CONFIG_DIR", "ConfigError", "derive_total_steps", "finalize", "from_hydra", "load_config",
-           "to_yaml"]
+__all__ = ["DEFAULT_CONFIG_DIR", "ConfigError", "declared_entry_point", "derive_total_steps", "finalize",
+           "from_hydra", "load_config", "to_yaml"]
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -156,6 +156,27 @@ def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = 
         GlobalHydra.instance().clear()
         register_configs()
     return from_hydra(composed)
+
+
+def declared_entry_point(config_name: str, config_dir: str | Path | None = None) -> str | None:
+    """The ``entry_point`` a YAML sets, itself or through the YAML files of its defaults list (the last one
+    wins), read without composing: a recipe config with its own sections names its command even where the
+    root schema cannot compose it. None when no file sets it or a file cannot be read."""
+    cdir = Path(config_dir).expanduser().resolve() if config_dir is not None else DEFAULT_CONFIG_DIR
+    path = cdir / f"{config_name.removesuffix('.yaml')}.yaml"
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # missing or broken: load_config reports it with its own message
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if isinstance(raw.get("entry_point"), str):
+        return raw["entry_point"]
+    for parent in reversed([d for d in raw.get("defaults") or [] if isinstance(d, str) and d != "_self_"]):
+        found = declared_entry_point(parent, cdir)
+        if found is not None:
+            return found
+    return None
 
 
 def to_yaml(cfg: RLConfig) -> str:

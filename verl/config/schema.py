@@ -195,13 +195,15 @@ class TrainerConfig:
 
 @dataclass
 class RLConfig:
-    """Root config: ``data``, ``actor_rollout_ref``, ``algorithm``, ``reward``, ``trainer``."""
+    """Root config: ``data``, ``actor_rollout_ref``, ``algorithm``, ``reward``, ``trainer``, ``entry_point``."""
 
     data: DataConfig = field(default_factory=DataConfig)
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # the module whose `python -m` runs this config; verl.trainer.main names it and stops when it is another
+    entry_point: str = "verl.trainer.main"
 
 
 # Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize. Registry-valued

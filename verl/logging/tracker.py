@@ -12,9 +12,11 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,10 @@ def _json_safe(obj: Any) -> Any:
     return str(obj)
 
 
+def _has_console_handler(lg: logging.Logger) -> bool:
+    return any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr) for h in lg.handlers)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -135,6 +141,7 @@ class Tracker:
         self.config = scrub_secrets(_json_safe(_config_to_dict(config)))
         self.skipped: Counter[str] = Counter()
         self._bar: Any = None
+        self._console_redirect = ExitStack()  # log records go through tqdm.write while a bar is shown
         self._jsonl = None
         self._tb = None
         self._wandb_run = None
@@ -270,15 +277,26 @@ class Tracker:
     def progress(self, total: int, desc: str = "training", initial: int = 0) -> Any:
         """A tqdm bar the trainer advances with ``bar.update(n)``; disabled unless "console" is a backend.
 
-        The bar is closed by :meth:`finish`.
+        While it exists, console log records (this logger's and the root logger's handlers that write to
+        stdout / stderr) are printed with ``tqdm.write``: each on its own line above the bar, never inside
+        it. The bar and the redirection end with :meth:`finish`.
         """
         from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-        if self._bar is not None:
-            self._bar.close()
+        self._close_bar()
         self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
                          disable="console" not in self.backends)
+        if "console" in self.backends:
+            loggers = [lg for lg in (logging.getLogger(), logger) if _has_console_handler(lg)]
+            self._console_redirect.enter_context(logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm))
         return self._bar
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._console_redirect.close()
 
     def summary(self, data: Mapping[str, Any]) -> Path:
         """Write ``summary.json`` (e.g. the final base -> adapted report) in the run folder; returns its path.
@@ -301,9 +319,7 @@ class Tracker:
         if self._finished:
             return
         self._finished = True
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._close_bar()
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None

@@ -15,10 +15,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from verl.config.loader import load_config, to_yaml
+from verl.config.loader import ConfigError, declared_entry_point, load_config, to_yaml
 from verl.config.schema import RLConfig
 
 logger = logging.getLogger("verl.trainer")
+ENTRY_POINT = "verl.trainer.main"  # this module, as the configs' ``entry_point`` names it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,11 +136,24 @@ def init_ray(cfg: RLConfig) -> bool:
     return True
 
 
+def check_entry_point(entry_point: str | None, config_name: str | None = None, config_dir: str | None = None) -> None:
+    """A config that another command runs (its ``entry_point``) stops here, naming that command."""
+    if entry_point is None or entry_point == ENTRY_POINT:
+        return
+    if config_name is None:
+        raise ConfigError(f"entry_point={entry_point}: this config is run by python -m {entry_point} "
+                          "(same --config-dir, --config-name and overrides)")
+    where = f" --config-dir {config_dir}" if config_dir else ""
+    raise ConfigError(f"config '{config_name}' is run by its own command: python -m {entry_point}{where} "
+                      f"--config-name {config_name} [key=value ...]")
+
+
 def prepare(cfg: RLConfig) -> tuple[list, list, dict[str, float] | None]:
     """Everything that can fail on the user's input, before any worker starts: the data, the model
     folder and the checkpoint to resume from. Returns (train, val, summary of a finished run or None)."""
     from verl.trainer.fit import finished_summary
 
+    check_entry_point(cfg.entry_point)
     train, val = load_data(cfg)
     return train, val, finished_summary(cfg, len(train))
 
@@ -205,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
+    logging.captureWarnings(True)  # Python warnings are log records: on their own line, never inside the bar
     debug = os.environ.get("VERL_DEBUG") == "1"
     try:
         try:
+            check_entry_point(declared_entry_point(args.config_name, args.config_dir), args.config_name,
+                              args.config_dir)
             cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
             if args.cfg:
                 print(to_yaml(cfg))
