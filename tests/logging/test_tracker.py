@@ -107,12 +107,12 @@ def test_console_line_and_progress(tmp_path, caplog):
                                 "val-core/digits/acc/mean@1": 0.75}, step=3)
     assert line == "step 3 | score=0.5 | pg_loss=-0.0125 | val-core/digits/acc/mean@1=0.75"
     tr = Tracker("p", "e", ["console"], log_dir=tmp_path)
-    bar = tr.progress(total=4)
+    bar = tr.progress(total=4)  # stderr is no terminal here: no bar, the record lines say the step of 4
     with caplog.at_level(logging.INFO, logger="verl.tracker"):
         tr.log({"critic/score/mean": 0.25}, step=1)
         bar.update(1)
-    assert "step 1 | score=0.25" in caplog.text
-    assert bar.n == 1 and bar.total == 4
+    assert "step 1/4 | score=0.25" in caplog.text
+    assert bar.disable and bar.total == 4
     tr.finish()
     assert not (tmp_path / "p").exists()  # console writes no files
     quiet = Tracker("p", "e", ["jsonl"], log_dir=tmp_path)
@@ -130,7 +130,8 @@ def records_inside_bar_lines(console: str) -> list[str]:
             if BAR.search(seg) and RECORD.search(seg)]
 
 
-def test_log_records_never_inside_the_progress_bar_line(tmp_path, capsys):
+def test_log_records_never_inside_the_progress_bar_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal: the bar is drawn
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)  # the console handler of logging.basicConfig (capsys' stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -150,7 +151,7 @@ def test_log_records_never_inside_the_progress_bar_line(tmp_path, capsys):
         root.removeHandler(handler)
         root.setLevel(level)
     err = capsys.readouterr().err
-    assert BAR.search(err) and "verl.tracker: step 2 | score=0.5" in err
+    assert BAR.search(err) and "verl.tracker: step 2/3 | score=0.5" in err
     assert records_inside_bar_lines(err) == []
     visible = [line.split("\r")[-1].strip() for line in err.split("\n")]
     assert sum(line.endswith("a warning at step 2") for line in visible) == 1  # on its own line

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -43,19 +48,32 @@ def test_local_backend_runs_without_ray(tiny_vlm_path, digits_dir, tmp_path):
     code = ("import sys, runpy\nsys.argv = ['main', *sys.argv[1:]]\ntry:\n"
             "    runpy.run_module('verl.trainer.main', run_name='__main__')\nexcept SystemExit as e:\n"
             "    print('ray imported:', 'ray' in sys.modules)\n    sys.exit(e.code)")
+    master, terminal = pty.openpty()  # the console as a user's terminal shows it (the bar is drawn on a TTY)
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env(), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
     seen: set[str] = set()
-    while proc.poll() is None:
+    chunks: list[bytes] = []
+    while True:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # EIO: the run closed the terminal
+                data = b""
+            if not data:
+                break
+            chunks.append(data)
         try:
             seen |= {c.name() for c in psutil.Process(proc.pid).children(recursive=True)}
         except psutil.Error:
             pass
-        time.sleep(0.2)
-    out = proc.stdout.read()
+    os.close(master)
+    proc.wait(timeout=60)
+    out = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, out[-3000:]
     assert "ray imported: False" in out
-    segments = [seg for line in out.split("\n") for seg in line.split("\r")]  # as a terminal draws them
+    segments = [seg for line in out.split("\n") for seg in line.split("\r")]  # as the terminal draws them
     assert any(BAR.search(seg) for seg in segments) and any(RECORD.search(seg) for seg in segments)
     assert not [seg for seg in segments if BAR.search(seg) and RECORD.search(seg)]  # no record inside the bar
     assert "=== base -> adapted ===" in out

@@ -232,7 +232,7 @@ class Tracker:
                 raise TypeError(f"Tracker.log: step must be an int, got {step!r}") from None
         clean = self._clean(metrics)
         if "console" in self.backends:
-            logger.info(self.format_line(clean, step))
+            logger.info(self.format_line(clean, step, self._bar.total if self._bar is not None else None))
             if self._bar is not None:
                 self._bar.set_postfix({v: f"{clean[k]:.3g}" for k, v in list(_CONSOLE_KEYS.items())[:3]
                                        if k in clean}, refresh=False)
@@ -263,9 +263,10 @@ class Tracker:
         return len(lines) - len(kept)
 
     @staticmethod
-    def format_line(metrics: Mapping[str, float], step: int) -> str:
-        """Compact one-line summary: known key metrics under short names, then validation accuracies."""
-        parts = [f"step {step}"]
+    def format_line(metrics: Mapping[str, float], step: int, total: int | None = None) -> str:
+        """Compact one-line summary: the step (of ``total``), known key metrics under short names, then
+        validation accuracies."""
+        parts = [f"step {step}" if total is None else f"step {step}/{total}"]
         for key, short in _CONSOLE_KEYS.items():
             if key in metrics:
                 parts.append(f"{short}={metrics[key]:.4g}")
@@ -275,7 +276,9 @@ class Tracker:
         return " | ".join(parts)
 
     def progress(self, total: int, desc: str = "training", initial: int = 0) -> Any:
-        """A tqdm bar the trainer advances with ``bar.update(n)``; disabled unless "console" is a backend.
+        """A tqdm bar the trainer advances with ``bar.update(n)``; shown when "console" is a backend and
+        stderr is a terminal (in a pipe or a log file the per-step record lines, ``step k/total``, are the
+        progress report: one line per step).
 
         While it exists, console log records (this logger's and the root logger's handlers that write to
         stdout / stderr) are printed with ``tqdm.write``: each on its own line above the bar, never inside
@@ -286,7 +289,7 @@ class Tracker:
 
         self._close_bar()
         self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                         disable="console" not in self.backends)
+                         disable=True if "console" not in self.backends else None)  # None: off unless a TTY
         if "console" in self.backends:
             loggers = [lg for lg in (logging.getLogger(), logger) if _has_console_handler(lg)]
             self._console_redirect.enter_context(logging_redirect_tqdm(loggers=loggers, tqdm_class=tqdm))
