@@ -17,10 +17,10 @@ BASE=checkpoints/tiny_base/qwen2_5_vl
 RUN_DIR="$("$PY" -c 'import sys; from verl.config.loader import load_config
 t = load_config("ttrv_cpu_tiny", sys.argv[1:], config_dir="recipes/ttrv/config").trainer
 print(f"{t.log_dir}/{t.project_name}/{t.experiment_name}")' "$@")"
-echo "logs: $RUN_DIR/ (metrics.jsonl, summary.json, val_predictions_step<N>.jsonl, engine.log, worker_<rank>.log)"
 if [ -f "$RUN_DIR/metrics.jsonl" ]; then
   "$PY" scripts/plot_metrics.py "$RUN_DIR/metrics.jsonl" --out "$RUN_DIR/plots" > /dev/null
   echo "plots: $RUN_DIR/plots/ (accuracy.png, rewards.png, entropy.png, timing.png)"
 else
   echo "plots: none (no metrics.jsonl: add jsonl to trainer.logger)"
 fi
+echo "in $RUN_DIR/: metrics.jsonl, summary.json, val_predictions_step<N>.jsonl, engine.log, worker_<rank>.log"
