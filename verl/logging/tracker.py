@@ -304,7 +304,7 @@ class Tracker:
     def summary(self, data: Mapping[str, Any]) -> Path:
         """Write ``summary.json`` (e.g. the final base -> adapted report) in the run folder; returns its path.
 
-        Also sets the wandb run summary and logs a console line when those backends are active.
+        Also sets the wandb run summary and names the file on the console when those backends are active.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         safe = scrub_secrets(_json_safe(dict(data)))
@@ -314,7 +314,7 @@ class Tracker:
             for key, value in safe.items():
                 self._wandb_run.summary[key] = value
         if "console" in self.backends:
-            logger.info("summary: %s", json.dumps(safe))
+            logger.info("summary: %s", path)
         return path
 
     def finish(self) -> None:
