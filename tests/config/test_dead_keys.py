@@ -129,10 +129,13 @@ def ray_init_kwargs(cfg: schema.RLConfig) -> dict:
 
 
 RUNS = {  # step 1 with the HF engine; the vLLM run resumes it (resume keys) and trains steps 2-3 with the keys
-    # that only some settings read: the cosine schedule's, and the loss terms of groups that all agree
+    # that only some settings read: the cosine schedule's, the loss terms of groups that all agree, rollout correction
     "hf": ("actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.micro_batch_size=2", "trainer.total_epochs=1"),
     "vllm": ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.max_num_seqs=16", "trainer.total_epochs=3",
-             "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine", "actor_rollout_ref.actor.skip_zero_adv_groups=false"),
+             "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine", "actor_rollout_ref.actor.skip_zero_adv_groups=false",
+             "algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.rollout_rs=geometric",
+             "algorithm.rollout_correction.rollout_rs_threshold=4.0",
+             "algorithm.rollout_correction.rollout_rs_threshold_lower=0.25"),
 }
 
 
@@ -168,6 +171,11 @@ def test_every_schema_key_is_read(tiny_vlm_path, digits_dir, tmp_path):
     assert not unread, f"schema keys never read by the code (wire them or delete them): {unread}"
     stale = sorted(set(ALLOWED_UNREAD) & read)
     assert not stale, f"allow-listed keys that are read after all (drop them from ALLOWED_UNREAD): {stale}"
+    # the vLLM run trained with rollout correction: its metrics were logged on every step it ran
+    rows = [json.loads(line) for f in (tmp_path / "vllm").rglob("metrics.jsonl") for line in f.open()]
+    corrected = [r for r in rows if "actor/pg_loss" in r]
+    assert corrected and all("rollout_corr/rollout_is_mean" in r and "rollout_corr/rollout_rs_masked_fraction" in r
+                             for r in corrected), corrected
 
 
 if __name__ == "__main__":  # python tests/config/test_dead_keys.py TMP MODEL DATA OUT.json

@@ -383,3 +383,19 @@ def test_skipped_mini_batches_after_no_grad_passes(pg, qpath, reshard):
         data = _with_old(actor, make_data(qpath, n_prompts=2, n=2), torch.tensor(adv))
         metrics = actor.update_policy(data)
         assert metrics["actor/skipped_group_frac"] == (0.5 if adv[2] else 1.0)
+
+
+def test_rollout_is_weights_multiply_the_policy_loss(pg, qpath):
+    """Weights of 2 on every token (rollout correction): twice the policy loss and twice the gradient."""
+    from verl.workers.actor import FSDPActor
+
+    metrics = []
+    for weight in (None, 2.0):
+        actor = FSDPActor(model_cfg(qpath), actor_cfg(use_kl_loss=False), device="cpu")
+        data = _adv_data(qpath, [1.0, -1.0, 0.5, -0.5])
+        data.batch["old_log_probs"] = actor.compute_log_prob(data)[0]
+        if weight is not None:
+            data.batch["rollout_is_weights"] = torch.full_like(data.batch["old_log_probs"], weight)
+        metrics.append(actor.update_policy(data))
+    assert metrics[1]["actor/pg_loss"] == pytest.approx(2 * metrics[0]["actor/pg_loss"], rel=1e-5)
+    assert metrics[1]["actor/grad_norm"] == pytest.approx(2 * metrics[0]["actor/grad_norm"], rel=1e-5)

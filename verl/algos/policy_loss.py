@@ -1,8 +1,10 @@
 """Policy losses (PPO clip with dual-clip, reward-weighted NLL) and loss aggregation (pure torch).
 
 Registry ``POLICY_LOSSES``: every entry is called with keyword arguments
-``old_log_prob, log_prob, advantages, response_mask, loss_agg_mode`` (+ loss-specific options) and
-returns ``(loss, metrics)`` where ``metrics`` is a dict of scalar tensors.
+``old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, rollout_is_weights`` (+ loss-specific
+options) and returns ``(loss, metrics)`` where ``metrics`` is a dict of scalar tensors.
+``rollout_is_weights`` (``[B, T]`` or None): the rollout-correction importance weights
+(:mod:`verl.algos.rollout_correction`), multiplying each token's loss before aggregation (verl's rule).
 
 - ``vanilla``: :func:`clipped_policy_loss` (metrics pg_clipfrac, ppo_kl, pg_clipfrac_lower).
 - ``nll`` / ``sft``: :func:`weighted_nll_loss` with the advantages used as per-sample weights
@@ -61,13 +63,14 @@ def clipped_policy_loss(
     clip_ratio_high: float = 0.2,
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
+    rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate with dual-clip for negative advantages.
 
     ratio = exp(logp - old_logp) (log-ratio clamped to [-20, 20]);
     L1 = -A * ratio, L2 = -A * clip(ratio, 1 - low, 1 + high), L = max(L1, L2);
     for A < 0 additionally L = min(L, -A * clip_ratio_c) (dual clip bounds the loss when the ratio
-    explodes on a negative-advantage token).
+    explodes on a negative-advantage token); then L *= rollout_is_weights when given.
 
     Returns ``(pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower)``: clipfrac is the fraction of valid
     tokens where L2 > L1, ppo_kl = masked mean of (old_logp - logp), clipfrac_lower the fraction
@@ -90,18 +93,22 @@ def clipped_policy_loss(
     pg_clipfrac_lower = masked_mean(((loss_ppo > loss_dual_bound) & negative).float(), response_mask)
 
     token_losses = torch.where(negative, loss_dual, loss_ppo)
+    if rollout_is_weights is not None:
+        token_losses = token_losses * rollout_is_weights.detach()
     pg_loss = agg_loss(token_losses, response_mask, loss_agg_mode)
     return pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower
 
 
 def weighted_nll_loss(log_prob: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
-                      mode: str = "token-mean") -> torch.Tensor:
+                      mode: str = "token-mean", rollout_is_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Reward-weighted negative log-likelihood: agg(-w * log_prob).
 
     ``weights`` is ``[B]`` (one reward per sequence, broadcast over tokens) or ``[B, T]``.
     """
     if weights.dim() == 1:
         weights = weights.unsqueeze(-1)
+    if rollout_is_weights is not None:
+        weights = weights * rollout_is_weights.detach()
     return agg_loss(-weights.to(log_prob.dtype) * log_prob, mask, mode)
 
 
@@ -120,18 +127,18 @@ def get_policy_loss(name: str) -> LossFn:
 @register_policy_loss("vanilla")
 def _vanilla(*, old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
              response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", clip_ratio_low: float = 0.2,
-             clip_ratio_high: float = 0.2, clip_ratio_c: float = 3.0,
+             clip_ratio_high: float = 0.2, clip_ratio_c: float = 3.0, rollout_is_weights: torch.Tensor | None = None,
              **_: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     loss, clipfrac, kl, clipfrac_lower = clipped_policy_loss(
         old_log_prob, log_prob, advantages, response_mask, clip_ratio_low, clip_ratio_high,
-        clip_ratio_c, loss_agg_mode)
+        clip_ratio_c, loss_agg_mode, rollout_is_weights)
     return loss, {"pg_clipfrac": clipfrac, "ppo_kl": kl, "pg_clipfrac_lower": clipfrac_lower}
 
 
 @register_policy_loss("nll", "sft")
 def _nll(*, log_prob: torch.Tensor, advantages: torch.Tensor, response_mask: torch.Tensor,
          loss_agg_mode: str = "token-mean", old_log_prob: torch.Tensor | None = None,
-         **_: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    loss = weighted_nll_loss(log_prob, advantages, response_mask, loss_agg_mode)
+         rollout_is_weights: torch.Tensor | None = None, **_: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    loss = weighted_nll_loss(log_prob, advantages, response_mask, loss_agg_mode, rollout_is_weights)
     zero = torch.zeros((), dtype=log_prob.dtype)
     return loss, {"pg_clipfrac": zero, "ppo_kl": zero, "pg_clipfrac_lower": zero}

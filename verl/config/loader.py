@@ -266,6 +266,12 @@ def finalize(cfg: RLConfig) -> RLConfig:
     check_loss_agg_mode("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode)
     _check_registry("algorithm.method", cfg.algorithm.method, "verl.trainer.method", "method_class")
     _check_registry("reward.name", cfg.reward.name, "verl.rewards.registry", "get_group_reward")
+    from verl.algos.rollout_correction import check_correction
+
+    try:
+        check_correction(cfg.algorithm.rollout_correction)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     # rollout budget: n_votes vote, n of them train
     if rollout.n_votes is None:

@@ -133,11 +133,24 @@ class ActorRolloutRefConfig:
 
 # ---------------------------------------------------------------- algorithm / reward / trainer
 @dataclass
+class RolloutCorrectionConfig:
+    """verl's ``algorithm.rollout_correction`` (verl/algos/rollout_correction.py; docs/rollout_correction.md).
+    Off by default: the levels are null. On, the trainer computes old log-probs in a separate pass."""
+
+    rollout_is: str | None = None  # null | token | sequence: truncated importance weights pi_old / pi_rollout
+    rollout_is_threshold: float = 2.0  # upper truncation of the importance weights
+    rollout_rs: str | None = None  # null | token | sequence | geometric: reject units whose ratio leaves the bounds
+    rollout_rs_threshold: float | None = None  # rejection upper bound; null -> rollout_is_threshold
+    rollout_rs_threshold_lower: float | None = None  # rejection lower bound; null -> 1 / upper
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = "grpo"  # registry key of verl.algos.advantage (grpo | drgrpo | grpo_batch | ...)
     method: str = "grpo"  # verl.trainer.method: registered name or "package.module:Class" (score/metrics/train_rows)
     norm_adv_by_std_in_grpo: bool = True
     epsilon: float = 1e-6
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from verl.algos.advantage import get_adv_estimator
+from verl.algos.rollout_correction import correction_enabled, rollout_correction
 from verl.checkpoint import STATE_FILE, CheckpointManager, list_steps, parse_step, verify_checkpoint
 from verl.config.loader import derive_total_steps
 from verl.config.schema import RLConfig
@@ -85,6 +86,7 @@ class Trainer:
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, keep=config.trainer.max_actor_ckpt_to_keep)
         self.guard = CollapseGuard(config.trainer.guard) if config.trainer.guard.enable else None
         self.guard_events: list[dict] = []
+        self.correct_rollout = correction_enabled(config.algorithm.rollout_correction)  # needs old log-probs
 
     # ------------------------------------------------------------------ set-up
     def init_workers(self) -> None:
@@ -171,7 +173,8 @@ class Trainer:
                 method_metrics = self.method.metrics(batch, self._labels)  # all votes; labels only reported
                 votes = M.votes_of(batch, self.config.reward.invalid_votes) if self.guard is not None else []
                 batch = batch[self.method.train_rows(batch, self.global_step)]
-            if not old_log_prob_in_update(self.config.actor_rollout_ref.actor, self.config.data.train_batch_size):
+            if self.correct_rollout or not old_log_prob_in_update(self.config.actor_rollout_ref.actor,
+                                                                  self.config.data.train_batch_size):
                 with timed("old_log_prob", timing):  # else the on-policy update takes them from its own forward
                     batch = batch.union(self.wg.compute_log_prob(batch))
             if self.config.actor_rollout_ref.ref.enable:
@@ -187,18 +190,37 @@ class Trainer:
                     epsilon=self.config.algorithm.epsilon,
                 )
                 batch.batch["advantages"], batch.batch["returns"] = adv, returns
+            update_batch, correction_metrics = self._rollout_correction(batch)
             with timed("update_actor", timing):
-                actor_metrics = self.wg.update_actor(batch)
+                actor_metrics = self.wg.update_actor(update_batch)
             with timed("update_weights", timing):
                 self.wg.sync_weights()
         metrics = M.mean_over_workers(actor_metrics)
         metrics.update(M.batch_metrics(batch, timing))
+        metrics.update(correction_metrics)
         metrics.update(method_metrics)
         if self.guard is not None:
             metrics.update(self.guard.observe(step_stats(votes, metrics["response_length/mean"])))
         metrics["training/global_step"] = self.global_step
         metrics["training/epoch"] = self.dataloader.sampler.epoch
         return metrics, timing
+
+    def _rollout_correction(self, batch: DataProto) -> tuple[DataProto, dict[str, float]]:
+        """The batch the update reads (rollout correction applied: ``rollout_is_weights`` and the response
+        mask after rejection) and the ``rollout_corr/`` metrics; diagnostics only when correction is off, none
+        without old log-probs. ``batch`` itself keeps its response mask (response-length metrics)."""
+        if "old_log_probs" not in batch.batch.keys() or "rollout_log_probs" not in batch.batch.keys():
+            return batch, {}
+        weights, mask, metrics = rollout_correction(batch.batch["old_log_probs"], batch.batch["rollout_log_probs"],
+                                                    batch.batch["response_mask"], self.config.algorithm.rollout_correction)
+        if not self.correct_rollout:
+            return batch, metrics
+        tensors = {**batch.batch, "response_mask": mask}
+        if weights is not None:
+            tensors["rollout_is_weights"] = weights
+        update = DataProto.from_dict(tensors=tensors, non_tensors=dict(batch.non_tensor_batch),
+                                     meta_info=dict(batch.meta_info))
+        return update, metrics
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

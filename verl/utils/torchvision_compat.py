@@ -5,10 +5,16 @@ build; its import then dies with "operator torchvision::nms does not exist", and
 imports torchvision whenever it is installed, fails with it. Declaring the missing operator schemas
 with ``torch.library`` before torchvision is first imported lets the pure-Python parts load (we never
 call these operators). Nothing installed is edited. No-op when torchvision works or is absent.
+
+The module imports nothing of the project, so ``scripts/setup_env.sh`` copies it into the venv's
+site-packages as ``verl_torchvision_compat.py`` with a ``verl_torchvision_compat.pth`` start-up line that
+calls :func:`install_import_hook`: in that venv a plain ``import torchvision`` (or transformers' VLM
+classes and processors) works in any Python process, with or without the project imported.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import sys
 
@@ -26,6 +32,30 @@ def ensure_torchvision_importable() -> None:
     for name in ("torchaudio", "torchcodec"):
         _hide_if_broken(name)
     _declare_torchvision_schemas()
+
+
+class _FirstImportHook(importlib.abc.MetaPathFinder):
+    """Runs :func:`ensure_torchvision_importable` when torchvision or transformers (which looks torchaudio up
+    and imports it when found) is first imported, then steps aside: returns None, and the regular finders
+    load the package."""
+
+    names = ("torchvision", "transformers")
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in self.names and self in sys.meta_path:
+            sys.meta_path.remove(self)
+            try:
+                ensure_torchvision_importable()
+            except Exception:  # never break an import here; torchvision then fails as it would have
+                pass
+        return None
+
+
+def install_import_hook() -> None:
+    """Interpreter start-up hook (see the module docstring): cheap, nothing is imported until torchvision
+    or transformers is."""
+    if not any(type(f).__name__ == "_FirstImportHook" for f in sys.meta_path):
+        sys.meta_path.insert(0, _FirstImportHook())
 
 
 def _hide_if_broken(name: str) -> None:

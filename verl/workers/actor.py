@@ -264,7 +264,10 @@ class FSDPActor:
         return {r for rows in skipped for r in rows}, len(skipped) / len(groups)
 
     def update_policy(self, data) -> dict[str, float]:
-        """PPO/GRPO update; one optimizer step per mini-batch of ``ppo_mini_batch_size`` prompts."""
+        """PPO/GRPO update; one optimizer step per mini-batch of ``ppo_mini_batch_size`` prompts.
+
+        A ``rollout_is_weights`` column (rollout correction, :mod:`verl.algos.rollout_correction`) multiplies
+        each token's policy loss."""
         from verl.algos.kl import kl_penalty
         from verl.algos.policy_loss import agg_loss, get_policy_loss
 
@@ -286,6 +289,7 @@ class FSDPActor:
             raise KeyError("use_kl_loss is set but the batch has no 'ref_log_prob'")
         adv, rmask = _column(data, "advantages", "update_policy"), _column(data, "response_mask", "update_policy")
         old_lp = None if fused else data.batch["old_log_probs"]
+        is_weights = data.batch["rollout_is_weights"] if "rollout_is_weights" in data.batch.keys() else None
         ref_lp = data.batch["ref_log_prob"] if c.use_kl_loss else None
         skip, skipped_frac = self._zero_signal_rows(data, adv, rmask)
         lr = float(self.optimizer.param_groups[0]["lr"])
@@ -311,7 +315,8 @@ class FSDPActor:
                     w = 0.0 if rows is None else _agg_share(agg, mask) / norm
                     old = lp.detach() if fused else old_lp[sel].to(dev)
                     pg_loss, pm = loss_fn(old_log_prob=old, log_prob=lp, advantages=adv[sel].to(dev),
-                                          response_mask=mask, loss_agg_mode=agg, **clip_kw)
+                                          response_mask=mask, loss_agg_mode=agg, **clip_kw,
+                                          rollout_is_weights=None if is_weights is None else is_weights[sel].to(dev))
                     loss = pg_loss
                     ent_agg = agg_loss(ent, mask, agg)
                     if c.entropy_coeff != 0:
