@@ -80,6 +80,7 @@ def test_two_workers_train_sync_and_log(ray_local, tiny_vlm_path, digits_dir, tm
             assert key in r, key
         # rollout engine and actor agree on the sampled tokens' log-probs (step 2: after a weight sync)
         assert r["training/rollout_probs_diff_max"] < 1e-3, r["training/rollout_probs_diff_max"]
+        assert abs(r["rollout_corr/k3_kl"]) < 1e-6 and "rollout_corr/rollout_is_mean" not in r  # diagnostics only
     assert rows[0]["step"] == 0 and "val-core/digits_test_noise/acc/mean@1" in rows[0]  # base model first
     assert "base/val-core/digits_test_noise/acc/mean@1" in summary
     assert "adapted/val-core/digits_test_noise/acc/maj@2" in summary
