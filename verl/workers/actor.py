@@ -32,6 +32,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
+from verl.utils.safe_dcp import load_dcp
 from verl.workers.fsdp_utils import (
     apply_fsdp2,
     build_lr_scheduler,
@@ -264,10 +265,8 @@ class FSDPActor:
         return {r for rows in skipped for r in rows}, len(skipped) / len(groups)
 
     def update_policy(self, data) -> dict[str, float]:
-        """PPO/GRPO update; one optimizer step per mini-batch of ``ppo_mini_batch_size`` prompts.
-
-        A ``rollout_is_weights`` column (rollout correction, :mod:`verl.algos.rollout_correction`) multiplies
-        each token's policy loss."""
+        """PPO/GRPO update; one optimizer step per mini-batch of ``ppo_mini_batch_size`` prompts. A
+        ``rollout_is_weights`` column (:mod:`verl.algos.rollout_correction`) multiplies each token's policy loss."""
         from verl.algos.kl import kl_penalty
         from verl.algos.policy_loss import agg_loss, get_policy_loss
 
@@ -461,8 +460,6 @@ class FSDPActor:
         """Inverse of :meth:`save_checkpoint` (same world size for the RNG / scheduler files)."""
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        from verl.utils.safe_dcp import load_dcp
-
         path = Path(ckpt_dir)
         if not (path / "dcp").is_dir():
             raise FileNotFoundError(f"no actor checkpoint under {path} (missing {path / 'dcp'})")
@@ -491,8 +488,6 @@ class FSDPActor:
     def load_model_weights(self, ckpt_dir: str | os.PathLike) -> None:
         """Only the model weights of a :meth:`save_checkpoint` folder (any world size: DCP reshards)."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-
-        from verl.utils.safe_dcp import load_dcp
 
         path = Path(ckpt_dir)
         if not (path / "dcp").is_dir():
