@@ -1,45 +1,45 @@
-"""Typed SOPHIA config: dataclass schema + YAML (``recipes/sophia/config/*.yaml``) + dotted overrides.
+"""Typed SOPHIA config: the framework's sections plus SOPHIA's own, behind Hydra YAML (``config/*.yaml``).
 
-    cfg = load_sophia_config("recipes/sophia/config/sophia_cpu_tiny.yaml", ["reason.n=4", "select.alpha=0.5"])
+    cfg = load_sophia_config("sophia_cpu_tiny", ["reason.n=4", "select.alpha=0.5"])
 
-The YAML and every override are merged onto the structured schema in OmegaConf struct mode, so an unknown
-key (in the file or on the command line) raises :class:`verl.config.loader.ConfigError` naming the full
-key and the valid keys beside it; a value of the wrong type fails the same way. Choice-valued keys are
-checked against ``CHOICES``.
+The root :class:`SophiaConfig` reuses :class:`~verl.config.schema.ActorRolloutRefConfig` (the policy VLM:
+``model`` = loaders, freezing, LoRA, gradient checkpointing; ``actor`` = the update's optimizer, schedule,
+token budget, loss aggregation, FSDP dtype; ``rollout`` = the caption / evaluation engine) and
+:class:`~verl.config.schema.TrainerConfig` (backend, workers, device, seed, logger, checkpoints; ``total_epochs``
+= passes over the kept trajectories, ``save_freq`` = update steps between checkpoints, ``val_before_train`` =
+also evaluate the base model), and adds ``data``, ``caption``, ``reason``, ``select``, ``update``, ``eval``
+and ``stages``. It is composed by :func:`verl.config.loader.load_config` (``schema=SophiaConfig``), so an
+unknown key in a YAML file or an override fails naming the key, exactly as for TTRV.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from verl.config.loader import ConfigError, check_loss_agg_mode, load_config
+from verl.config.schema import CHOICES as VERL_CHOICES
+from verl.config.schema import LOGGER_CHOICES, ActorRolloutRefConfig, TrainerConfig
 
-from verl.config.loader import ConfigError, check_loss_agg_mode
-from verl.config.schema import ActorConfig, FSDPConfig, ModelConfig, OptimConfig, RolloutConfig
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "config" / "sophia_cpu_tiny.yaml"
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+DEFAULT_CONFIG_NAME = "sophia_cpu_tiny"
 
 
 @dataclass
 class DataCfg:
-    dir: str = "data/sophia_pairs"
-    train_file: str = "sophia_train.json"  # questions SOPHIA collects trajectories for
+    dir: str = "data/sophia_pairs"  # folder that relative train / eval file paths are read from
+    train_file: str = "sophia_train.json"  # questions SOPHIA collects trajectories for (gold answers needed)
     eval_file: str = "eval.json"  # held-out questions (VLM accuracy before / after)
+    format: str = "auto"  # auto | ttrv_json | parquet (verl.data.formats)
+    image_root: str | None = None  # base folder of relative image paths (default: the file's folder)
     max_train: int = -1  # first questions only (-1: all)
     max_eval: int = -1
 
 
 @dataclass
 class CaptionCfg:
-    model_path: str = "checkpoints/sophia/captioner"  # the VLM being improved (captioner and policy)
-    engine: str = "hf"  # hf | vllm (caption and evaluation engine)
-    dtype: str = "float32"  # engine dtype of the VLM: float32 | bfloat16 | auto
-    trust_remote_code: bool = False  # for the VLM's loaders and engines
     prompt: str = "brief"  # key of prompts.CAPTION_PROMPTS (brief | detailed) or the prompt text
     k: int = 4  # captions per image
     temperature: float = 1.0
@@ -82,72 +82,68 @@ class SelectCfg:
 
 @dataclass
 class UpdateCfg:
+    """What the update trains on; how (optimizer, batch, budget, dtype) is ``actor_rollout_ref.actor``."""
+
     target: str = "reasoning"  # reasoning (SOPHIA) | caption (baseline: SFT on the kept captions only)
     system_prompt: str = "long_reasoning"  # long_reasoning | none
-    lr: float = 1e-3
-    lr_scheduler_type: str = "cosine"  # constant | cosine
-    min_lr_ratio: float = 0.25  # cosine to lr/4 (paper)
-    warmup_steps: int = 0
-    weight_decay: float = 0.05
-    epochs: int = 6
-    batch_size: int = 16
-    micro_batch: int = 16
-    loss_agg_mode: str = "token-mean"  # one of verl.algos.policy_loss.AGG_MODES
-    param_dtype: str = "float32"  # FSDP2 compute dtype of the update: float32 | bfloat16
-    gradient_checkpointing: bool = False
-    freeze_vision_tower: bool = True
-    freeze_projector: bool = False
-    max_response_tokens: int = 96
-    seed: int = 0
+    max_response_tokens: int = 96  # target tokens kept per trajectory (end-of-turn included)
 
 
 @dataclass
 class EvalCfg:
     max_new_tokens: int = 72
-    batch: int = 64
-    base: bool = True  # also evaluate the model before the update
+    batch: int = 64  # questions per generate call
 
 
-@dataclass
-class TrainerCfg:
-    project_name: str = "sophia"
-    experiment_name: str = "cpu_tiny"
-    log_dir: str = "logs"
-    run_dir: str | None = None  # None -> <log_dir>/<project_name>/<experiment_name>
-    logger: list[str] = field(default_factory=lambda: ["console", "jsonl"])
-    seed: int = 0
-    threads: int = 2
-    stages: list[str] = field(default_factory=lambda: ["caption", "reason", "reward", "select", "update", "evaluate"])
+def _policy_defaults() -> ActorRolloutRefConfig:
+    arr = ActorRolloutRefConfig()
+    arr.model.freeze_vision_tower = True  # the paper freezes the vision tower
+    arr.actor.use_kl_loss = False  # reward-weighted NLL: no ratio, no KL, no reference
+    arr.actor.policy_loss = "nll"
+    arr.ref.enable = False
+    return arr
 
 
 @dataclass
 class SophiaConfig:
+    """Root: the policy (``actor_rollout_ref``), ``trainer``, and SOPHIA's sections."""
+
     data: DataCfg = field(default_factory=DataCfg)
+    actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=_policy_defaults)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     caption: CaptionCfg = field(default_factory=CaptionCfg)
     reason: ReasonCfg = field(default_factory=ReasonCfg)
     select: SelectCfg = field(default_factory=SelectCfg)
     update: UpdateCfg = field(default_factory=UpdateCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
-    trainer: TrainerCfg = field(default_factory=TrainerCfg)
+    stages: list[str] = field(default_factory=lambda: ["caption", "reason", "reward", "select", "update", "evaluate"])
 
     @property
     def run_path(self) -> Path:
+        """The run folder: stage files, Tracker files, ``model/`` (``<log_dir>/<project>/<experiment>``)."""
         t = self.trainer
-        return Path(t.run_dir) if t.run_dir else Path(t.log_dir) / t.project_name / t.experiment_name
+        return Path(t.log_dir) / t.project_name / t.experiment_name
+
+    @property
+    def model_path(self) -> str:
+        """The policy VLM being improved (captioner and answerer)."""
+        return self.actor_rollout_ref.model.path
 
 
 STAGES = ("caption", "reason", "reward", "select", "update", "evaluate")
 CHOICES: dict[str, tuple[str, ...]] = {
-    "caption.engine": ("hf", "vllm"),
-    "caption.dtype": ("float32", "bfloat16", "auto"),
+    **{k: v for k, v in VERL_CHOICES.items() if k.startswith(("actor_rollout_ref.", "trainer."))},
+    "data.format": ("auto", "ttrv_json", "parquet"),
     "reason.backend": ("local", "http"),
     "select.length_unit": ("tokens", "chars"),
     "select.pick": ("shortest", "random"),
     "update.target": ("reasoning", "caption"),
     "update.system_prompt": ("long_reasoning", "none"),
-    "update.lr_scheduler_type": ("constant", "cosine"),
-    "update.param_dtype": ("float32", "bfloat16"),
 }
+POSITIVE = ("caption.k", "reason.n", "select.keep_n", "trainer.total_epochs", "actor_rollout_ref.actor.ppo_mini_batch_size",
+            "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "caption.max_new_tokens", "reason.max_new_tokens",
+            "caption.batch_images", "reason.batch_items", "eval.batch", "eval.max_new_tokens",
+            "update.max_response_tokens", "trainer.n_gpus_per_node", "trainer.nnodes")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -156,92 +152,47 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-def _unknown(err: OmegaConfBaseException, origin: str) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
-    parent, _, leaf = key.rpartition(".")
-    node: Any = SophiaConfig
-    for part in parent.split(".") if parent else []:
-        types = {f.name: f.type for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        node = globals().get(str(types.get(part, "")), None)
-    valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-    if key and leaf not in valid and valid:
-        hint = difflib.get_close_matches(leaf, valid, n=1)
-        msg = f"unknown config key '{key}' ({origin})"
-        if hint:
-            msg += f"; did you mean '{(parent + '.' if parent else '') + hint[0]}'?"
-        return ConfigError(msg + f" Valid keys under '{parent or '<root>'}': {', '.join(valid)}")
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ConfigError(f"invalid config value{f' for {key!r}' if key else ''} ({origin}): {first}")
-
-
-def validate(cfg: SophiaConfig) -> SophiaConfig:
-    """Check choices and ranges; returns ``cfg``."""
+def finalize_sophia(cfg: SophiaConfig) -> SophiaConfig:
+    """Check choices, ranges and consistency; fill derived values (device, checkpoint folder). Returns ``cfg``."""
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
-    check_loss_agg_mode("update.loss_agg_mode", cfg.update.loss_agg_mode)
-    bad = [s for s in cfg.trainer.stages if s not in STAGES]
+    for name in cfg.trainer.logger:
+        if name not in LOGGER_CHOICES:
+            raise ConfigError(f"trainer.logger contains {name!r}; allowed: {list(LOGGER_CHOICES)}")
+    actor = cfg.actor_rollout_ref.actor
+    check_loss_agg_mode("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode)
+    if actor.use_kl_loss or cfg.actor_rollout_ref.ref.enable or actor.policy_loss != "nll":
+        raise ConfigError("SOPHIA's update is reward-weighted NLL: keep actor_rollout_ref.actor.use_kl_loss=false, "
+                          "actor_rollout_ref.actor.policy_loss=nll and actor_rollout_ref.ref.enable=false")
+    bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
-        raise ConfigError(f"trainer.stages has unknown stage(s) {bad}; known: {list(STAGES)}")
-    for key in ("caption.k", "reason.n", "select.keep_n", "update.epochs", "update.batch_size", "update.micro_batch",
-                "caption.max_new_tokens", "reason.max_new_tokens", "caption.batch_images", "reason.batch_items"):
+        raise ConfigError(f"stages has unknown stage(s) {bad}; known: {list(STAGES)}")
+    for key in POSITIVE:
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
-    if not 0.0 <= cfg.select.alpha < 1.0:
-        raise ConfigError(f"select.alpha must be in [0, 1) (strict '>' test), got {cfg.select.alpha}")
+    alpha = cfg.select.alpha
+    if not (isinstance(alpha, float | int) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+        raise ConfigError(f"select.alpha must be in [0, 1] (kept when R(c) > alpha), got {alpha}")
     if cfg.reason.backend == "http" and not cfg.reason.http.model:
         raise ConfigError("reason.backend=http needs reason.http.model (the served model name)")
+    t = cfg.trainer
+    if t.backend == "local" and (t.n_gpus_per_node * t.nnodes != 1 or t.ray_address):
+        raise ConfigError(f"trainer.backend=local runs one worker in this process: it needs trainer.n_gpus_per_node=1 "
+                          f"and trainer.nnodes=1 (got {t.n_gpus_per_node} x {t.nnodes}) and no trainer.ray_address")
+    if t.resume_mode == "resume_path" and not t.resume_from_path:
+        raise ConfigError("trainer.resume_mode=resume_path needs trainer.resume_from_path")
+    if t.device == "auto":
+        import torch
+
+        t.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if t.default_local_dir is None:
+        t.default_local_dir = str(cfg.run_path / "checkpoints")
     return cfg
 
 
-def load_sophia_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SophiaConfig:
-    """Schema <- YAML file (default ``sophia_cpu_tiny.yaml``) <- ``key=value`` overrides; validated."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
-    base = OmegaConf.structured(SophiaConfig)
-    OmegaConf.set_struct(base, True)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.load(path))
-    except OmegaConfBaseException as e:
-        raise _unknown(e, f"in {path}") from e
-    for o in overrides or []:
-        if "=" not in o:
-            raise ConfigError(f"override {o!r} must look like key=value")
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([o.lstrip("+")]))
-        except OmegaConfBaseException as e:
-            raise _unknown(e, f"override {o!r}") from e
-    try:
-        obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        raise _unknown(e, "conversion") from e
-    assert isinstance(obj, SophiaConfig)
-    return validate(obj)
-
-
-def to_dict(cfg: SophiaConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-# ---------------------------------------------------------------- typed verl configs of the VLM
-def vlm_model_config(cfg: SophiaConfig, path: str | Path | None = None) -> ModelConfig:
-    """The VLM (``caption.model_path`` unless ``path``) as a verl model section: loaders, engines, update."""
-    u = cfg.update
-    return ModelConfig(path=str(path or cfg.caption.model_path), dtype=cfg.caption.dtype,
-                       trust_remote_code=cfg.caption.trust_remote_code,
-                       enable_gradient_checkpointing=u.gradient_checkpointing,
-                       freeze_vision_tower=u.freeze_vision_tower, freeze_projector=u.freeze_projector)
-
-
-def vlm_rollout_config(cfg: SophiaConfig) -> RolloutConfig:
-    """The caption / evaluation engine (``caption.engine``); sampling comes with each generate call."""
-    return RolloutConfig(name=cfg.caption.engine)
-
-
-def update_actor_config(cfg: SophiaConfig, total_steps: int) -> ActorConfig:
-    """The update stage's actor: reward-weighted NLL (``sft_step``), no KL, ``total_steps`` optimizer steps."""
-    u = cfg.update
-    optim = OptimConfig(lr=u.lr, weight_decay=u.weight_decay, lr_warmup_steps=u.warmup_steps,
-                        lr_scheduler_type=u.lr_scheduler_type, min_lr_ratio=u.min_lr_ratio,
-                        total_training_steps=total_steps)
-    return ActorConfig(optim=optim, ppo_micro_batch_size_per_gpu=u.micro_batch, loss_agg_mode=u.loss_agg_mode,
-                       use_kl_loss=False, fsdp=FSDPConfig(param_dtype=u.param_dtype))
+def load_sophia_config(config_name: str = DEFAULT_CONFIG_NAME, overrides: list[str] | None = None,
+                       config_dir: str | Path = CONFIG_DIR) -> SophiaConfig:
+    """Compose ``<config_dir>/<config_name>.yaml`` on the schema with ``key=value`` overrides; finalized."""
+    return load_config(config_name, overrides, config_dir=config_dir, schema=SophiaConfig,
+                       finalize_fn=finalize_sophia)

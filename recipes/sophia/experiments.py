@@ -22,7 +22,7 @@ copied to ``docs/results/sophia_*.png``.
 
 ``--regime hard`` runs the same methods where captions err: the question images of
 ``data/sophia_pairs_hard`` carry a shift (``HARD_SHIFT``) the clean-trained captioner misreads often
-(the command builds that folder); its table goes between the ``sophia-results-hard`` markers and to
+(the command builds that folder); its table goes to ``docs/results/sophia_hard.md`` and to
 ``logs/sophia/experiments_hard``. ``--regime easy`` (default) is the clean task.
 """
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recipes.sophia.config import load_sophia_config
+from recipes.sophia.config import DEFAULT_CONFIG_NAME, load_sophia_config
 from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
-from recipes.sophia.pipeline import _rollout_factory, run_pipeline
+from recipes.sophia.pipeline import evaluate_folder, run_pipeline
 from recipes.sophia.runio import write_json
 from verl.utils.doc_sections import RESULTS_PAGE, publish_figures, write_section
 
@@ -68,24 +68,24 @@ class Regime:
 
 
 REGIMES = {
-    "easy": Regime("data/sophia_pairs", None, "sophia-results", "logs/sophia/experiments", "sophia_"),
-    "hard": Regime("data/sophia_pairs_hard", HARD_SHIFT, "sophia-results-hard", "logs/sophia/experiments_hard",
+    "easy": Regime("data/sophia_pairs", None, "docs/results/sophia_easy.md", "logs/sophia/experiments", "sophia_"),
+    "hard": Regime("data/sophia_pairs_hard", HARD_SHIFT, "docs/results/sophia_hard.md", "logs/sophia/experiments_hard",
                    "sophia_hard_"),
 }
 SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"seeds": [0, 1, 2], "overrides": [], "grpo": GRPOCfg()},
     "small": {"seeds": [0], "overrides": ["data.max_train=6", "data.max_eval=6", "caption.k=2", "reason.n=4",
-                                          "update.epochs=1", "select.alpha=0.0", "eval.max_new_tokens=16",
+                                          "trainer.total_epochs=1", "select.alpha=0.0", "eval.max_new_tokens=16",
                                           "reason.max_new_tokens=16", "caption.max_new_tokens=12"],
               "grpo": GRPOCfg(steps=1, prompts_per_step=2, group=2, max_new_tokens=16)},
 }
 
 
 def _cfg(config: str | None, out: Path, name: str, seed: int, overrides: list[str]):
-    return load_sophia_config(config, [f"trainer.log_dir={out}", "trainer.project_name=runs",
-                                       f"trainer.experiment_name={name}", f"trainer.seed={seed}",
-                                       f"update.seed={seed}", "trainer.logger=[jsonl]", *overrides])
+    return load_sophia_config(config or DEFAULT_CONFIG_NAME, [
+        f"trainer.log_dir={out}", "trainer.project_name=runs", f"trainer.experiment_name={name}",
+        f"trainer.seed={seed}", "trainer.logger=[jsonl]", *overrides])
 
 
 def _copy(src: Path, dst: Path, names: tuple[str, ...]) -> None:
@@ -117,18 +117,17 @@ def run_seed(seed: int, out: Path, config: str | None, overrides: list[str], grp
     for name, extra, files in (("caption_sft", ["update.target=caption"], COLLECTION_FILES + SELECTION_FILES),
                                ("no_caption_reward", ["select.use_caption_reward=false"], COLLECTION_FILES),
                                ("random_trajectory", ["select.pick=random"], COLLECTION_FILES)):
-        c = _cfg(config, out, f"{name}_s{seed}", seed, [*overrides, *extra, "eval.base=false"])
+        c = _cfg(config, out, f"{name}_s{seed}", seed, [*overrides, *extra, "trainer.val_before_train=false"])
         res[name] = _finished(out, f"{name}_s{seed}", c, sophia_run, files)
-    eval_q = S.load_questions(Path(cfg.data.dir) / cfg.data.eval_file, cfg.data.max_eval)
-    train_q = S.load_questions(Path(cfg.data.dir) / cfg.data.train_file, cfg.data.max_train)
+    eval_q, train_q = S.questions_of(cfg, "eval"), S.questions_of(cfg, "train")
     sp = S.system_prompt_of(cfg)
-    for name, init in (("grpo", cfg.caption.model_path), ("sophia_grpo", str(sophia_run / "model"))):
+    for name, init in (("grpo", cfg.model_path), ("sophia_grpo", str(sophia_run / "model"))):
         if done(name) is None:
             run = out / "runs" / f"{name}_s{seed}"
             g = GRPOCfg(**{**grpo.__dict__, "seed": seed})
             with Tracker("runs", f"{name}_s{seed}", backends=["jsonl"], log_dir=out, config=g.__dict__) as tr:
                 stats = run_grpo(init, train_q, run / "model", g, sp, tr)
-                m = S.evaluate_stage(cfg, eval_q, run / "model", "sophia", run, _rollout_factory(cfg))
+                m = evaluate_folder(cfg, eval_q, run / "model", "sophia", run)
                 tr.log(m, step=g.steps)
             finish(name, {**m, "grpo": stats})
         res[name] = done(name)
@@ -151,7 +150,7 @@ def choose_alpha(out: Path, config: str | None, overrides: list[str], seed: int)
     for alpha in ALPHAS:
         name = f"dev_alpha{alpha:g}_s{seed}"
         cfg = _cfg(config, out, name, seed, [*overrides, f"select.alpha={alpha}", "data.eval_file=dev.json",
-                                             "eval.base=false"])
+                                             "trainer.val_before_train=false"])
         scores.append((alpha, _finished(out, name, cfg, source)["eval/sophia/acc"]))
     best = max(scores, key=lambda t: t[1])[0]  # first maximum: ties keep the larger α
     return best, scores
@@ -163,7 +162,7 @@ def run_alpha(out: Path, config: str | None, overrides: list[str], seed: int, al
     if shipped.select.alpha == alpha and shipped.select.use_caption_reward:
         return json.loads((out / "runs" / f"sophia_s{seed}" / "result.json").read_text())  # the same run
     name = f"sophia_alpha{alpha:g}_s{seed}"
-    cfg = _cfg(config, out, name, seed, [*overrides, f"select.alpha={alpha}", "eval.base=false"])
+    cfg = _cfg(config, out, name, seed, [*overrides, f"select.alpha={alpha}", "trainer.val_before_train=false"])
     return _finished(out, name, cfg, shipped.run_path)
 
 
@@ -232,7 +231,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
     p.add_argument("--regime", default="easy", choices=sorted(REGIMES), help="clean questions, or shifted ones")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--config", default=None, help="pipeline YAML (default: sophia_cpu_tiny.yaml)")
+    p.add_argument("--config-name", dest="config", default=None,
+                   help="YAML name in recipes/sophia/config (default: sophia_cpu_tiny)")
     p.add_argument("--out", default=None, help="run folder (default: the regime's, under logs/sophia/)")
     p.add_argument("--results-page", default=None,
                    help=f"page whose section is replaced (default: {RESULTS_PAGE}, only with --variant full)")

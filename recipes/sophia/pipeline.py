@@ -1,17 +1,16 @@
 """The SOPHIA pipeline: one round of semi-off-policy collection, then one update, then evaluation.
 
-    python -m recipes.sophia.pipeline [--config recipes/sophia/config/sophia_cpu_tiny.yaml] [key=value ...]
-
-Stages (``trainer.stages``; see :mod:`recipes.sophia.stages`): caption -> reason -> reward -> select ->
-update -> evaluate. Stage files live in the run folder (``trainer.run_dir``, default
-``<log_dir>/<project>/<experiment>``, i.e. ``logs/sophia/<experiment>/``) next to the Tracker's
+Run it with ``python -m recipes.sophia.main`` (see there). Stages (``stages``; see :mod:`recipes.sophia.stages`):
+caption -> reason -> reward -> select -> update -> evaluate. The policy VLM lives on the framework's worker
+group (:class:`recipes.sophia.policy.PolicyGroup`, started on first use): its rollout engine captions and
+answers, its FSDP2 actor takes the update. Stage files live in the run folder
+(``<trainer.log_dir>/<project>/<experiment>``, i.e. ``logs/sophia/<experiment>/``) next to the Tracker's
 ``metrics.jsonl`` / ``config.yaml`` / ``summary.json``; plots go to ``plots/``. Re-running the same command
 skips finished work; a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Callable
@@ -19,67 +18,65 @@ from pathlib import Path
 from typing import Any
 
 from recipes.sophia import stages as S
-from recipes.sophia.config import (
-    SophiaConfig,
-    load_sophia_config,
-    to_dict,
-    vlm_model_config,
-    vlm_rollout_config,
-)
+from recipes.sophia.config import SophiaConfig
+from recipes.sophia.policy import LazyPolicy, PolicyGroup
 
 logger = logging.getLogger("recipes.sophia.pipeline")
 
 
-def _rollout_factory(cfg: SophiaConfig) -> Callable[[str], Any]:
-    def make(path: str) -> Any:
-        from verl.workers.rollout import make_rollout
-
-        return make_rollout(vlm_rollout_config(cfg), vlm_model_config(cfg, path), device="cpu", seed=cfg.trainer.seed)
-
-    return make
-
-
-def _length_fn(cfg: SophiaConfig) -> Callable[[str], int] | None:
+def _length_fn(cfg: SophiaConfig, processor: Callable[[], Any]) -> Callable[[str], int] | None:
     if cfg.select.length_unit != "tokens":
         return None
-    from verl.models.load import load_processor
-
-    tok = getattr(load_processor(cfg.caption.model_path, trust_remote_code=cfg.caption.trust_remote_code),
-                  "tokenizer", None)
+    tok = getattr(processor(), "tokenizer", None)
     if tok is None:
-        raise ValueError(f"select.length_unit=tokens: no tokenizer in {cfg.caption.model_path}")
+        raise ValueError(f"select.length_unit=tokens: no tokenizer in {cfg.model_path}")
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def run_pipeline(cfg: SophiaConfig, *, caption_engine: Callable[[], Any] | None = None,
-                 reasoner: Callable[[], Any] | None = None, eval_engine: Callable[[str], Any] | None = None,
-                 tracker: Any = None) -> dict[str, Any]:
-    """Run the configured stages; returns the summary. The factories replace the configured engines (tests)."""
-    import torch
-
+def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
+                 reasoner: Callable[[], Any] | None = None, tracker: Any = None) -> dict[str, Any]:
+    """Run the configured stages; returns the summary. ``policy`` / ``reasoner`` replace the policy worker
+    group and the configured reasoner (tests)."""
     from recipes.sophia.reasoners import make_reasoner
     from verl.logging.tracker import Tracker
+    from verl.models.load import load_processor
 
-    torch.set_num_threads(cfg.trainer.threads)
     run = cfg.run_path
     run.mkdir(parents=True, exist_ok=True)
     own_tracker = tracker is None
     if own_tracker:
         tracker = Tracker(cfg.trainer.project_name, cfg.trainer.experiment_name, backends=cfg.trainer.logger,
-                          log_dir=cfg.trainer.log_dir, config=to_dict(cfg))
-    todo = set(cfg.trainer.stages)
-    rollout = eval_engine or _rollout_factory(cfg)
-    cap_engine = caption_engine or (lambda: rollout(cfg.caption.model_path))
+                          log_dir=cfg.trainer.log_dir, config=cfg)
+    todo = set(cfg.stages)
+    workers = LazyPolicy(policy or (lambda: PolicyGroup(cfg, run)))
     backend = reasoner or (lambda: make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", cfg.trainer.seed))
-    data_dir = Path(cfg.data.dir)
+    loaded: list[Any] = []
+
+    def processor() -> Any:  # the policy's processor: token lengths (select) and update batches
+        if not loaded:
+            loaded.append(load_processor(cfg.model_path, trust_remote_code=cfg.actor_rollout_ref.model.trust_remote_code))
+        return loaded[0]
+
     summary: dict[str, Any] = {"run_dir": str(run)}
     timing: dict[str, float] = {}
+
+    def base_engine(_path: str) -> Any:
+        group = workers.get()
+        if group.weights != "base":
+            raise RuntimeError("the base evaluation must run before the update in the same process")
+        return group
+
+    def updated_engine(_path: str) -> Any:
+        group = workers.get()
+        S.load_updated(cfg, group)
+        return group
+
     try:
         collect = {"caption", "reason", "reward", "select"} & todo
         if collect:
-            train_q = S.load_questions(data_dir / cfg.data.train_file, cfg.data.max_train)
+            train_q = S.questions_of(cfg, "train")
             t0 = time.perf_counter()
-            captions = S.caption_stage(cfg, train_q, run, cap_engine)
+            captions = S.caption_stage(cfg, train_q, run, workers.get)
             timing["timing_s/caption"] = time.perf_counter() - t0
             metrics: dict[str, Any] = {}
             if {"reason", "reward", "select"} & todo:
@@ -92,29 +89,30 @@ def run_pipeline(cfg: SophiaConfig, *, caption_engine: Callable[[], Any] | None 
                     metrics.update(S.reward_metrics(cfg, train_q, captions, rewards))
                     if "select" in todo:
                         t0 = time.perf_counter()
-                        sel = S.select_stage(cfg, train_q, captions, rs["rows"], rewards, run, _length_fn(cfg))
+                        sel = S.select_stage(cfg, train_q, captions, rs["rows"], rewards, run,
+                                             _length_fn(cfg, processor))
                         timing["timing_s/select"] = time.perf_counter() - t0
                         metrics.update(sel["stats"])
             tracker.log({**metrics, **timing}, step=0)
             summary.update({k: v for k, v in metrics.items() if not k.startswith("sophia/caption_reward_hist/")})
-        eval_q = S.load_questions(data_dir / cfg.data.eval_file, cfg.data.max_eval) if "evaluate" in todo else []
-        if "evaluate" in todo and cfg.eval.base:
-            base = S.evaluate_stage(cfg, eval_q, cfg.caption.model_path, "base", run, rollout)
+        eval_q = S.questions_of(cfg, "eval") if "evaluate" in todo else []
+        if "evaluate" in todo and cfg.trainer.val_before_train:
+            base = S.evaluate_stage(cfg, eval_q, cfg.model_path, "base", run, base_engine)
             tracker.log(base, step=0)
             summary.update(base)
         if "update" in todo:
             t0 = time.perf_counter()
-            train_q = S.load_questions(data_dir / cfg.data.train_file, cfg.data.max_train)
-            info = S.update_stage(cfg, train_q, run, tracker)
+            info = S.update_stage(cfg, S.questions_of(cfg, "train"), run, workers.get, processor(), tracker)
             tracker.log({"timing_s/update": time.perf_counter() - t0}, step=info["steps"])
             summary["update"] = info
-        if "evaluate" in todo and (run / "model" / "model.safetensors").is_file():
-            after = S.evaluate_stage(cfg, eval_q, run / "model", "sophia", run, rollout)
+        if "evaluate" in todo and (run / "model" / "update.json").is_file():
+            after = S.evaluate_stage(cfg, eval_q, run / "model", "sophia", run, updated_engine)
             steps = summary.get("update", {}).get("steps", 1)
             tracker.log(after, step=int(steps))
             summary.update(after)
         tracker.summary(summary)
     finally:
+        workers.close()
         if own_tracker:
             tracker.finish()
     if own_tracker and "jsonl" in cfg.trainer.logger:
@@ -168,24 +166,14 @@ def make_plots(log_run_dir: Path, run: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file (default: recipes/sophia/config/sophia_cpu_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. select.alpha=0.5")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = load_sophia_config(a.config, a.overrides)
-    t0 = time.perf_counter()
-    s = run_pipeline(cfg)
-    base, after = s.get("eval/base/acc"), s.get("eval/sophia/acc")
-    kept = s.get("sophia/kept_fraction")
-    print(f"run folder: {s['run_dir']}  ({time.perf_counter() - t0:.0f} s)")
-    if kept is not None:
-        print(f"kept questions: {100 * kept:.1f}%  reasoning accuracy: {100 * s['sophia/reasoning_accuracy']:.1f}%")
-    if base is not None and after is not None:
-        print(f"held-out VLM accuracy (greedy): base {100 * base:.1f}% -> SOPHIA {100 * after:.1f}%")
-    return s
+def evaluate_folder(cfg: SophiaConfig, questions: list, model_dir: str | Path, tag: str, run: Path) -> dict[str, float]:
+    """Greedy accuracy of another model folder (a baseline's) on the policy workers built from ``cfg``."""
+    import copy
 
-
-if __name__ == "__main__":
-    main()
+    c = copy.deepcopy(cfg)
+    c.actor_rollout_ref.model.path = str(model_dir)
+    workers = LazyPolicy(lambda: PolicyGroup(c, run))
+    try:
+        return S.evaluate_stage(c, questions, model_dir, tag, run, lambda _path: workers.get())
+    finally:
+        workers.close()

@@ -17,15 +17,18 @@ item), so a complete run is reproducible.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recipes.sophia.config import SophiaConfig
 from recipes.sophia.prompts import LONG_REASONING_SYSTEM_PROMPT, build_caption_messages, build_training_sample
@@ -38,6 +41,7 @@ from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.generate import generate_texts
 
 logger = logging.getLogger(__name__)
+UPDATE_STAMP = "sophia_update.stamp.json"  # in trainer.default_local_dir: whose update the checkpoints belong to
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,23 @@ class Question:
         return "|".join(str(i) for i in self.images)
 
 
-def load_questions(path: str | Path, max_n: int = -1) -> list[Question]:
-    """Questions of a TTRV-format file (``verl.data.formats``), the first ``max_n`` when > 0."""
+def load_questions(path: str | Path, max_n: int = -1, format: str = "auto", image_root: str | None = None
+                   ) -> list[Question]:
+    """Questions of a TTRV JSON or verl parquet file (``verl.data.formats``), the first ``max_n`` when > 0."""
     from recipes.sophia.prompts import question_text
     from verl.data.formats import load_records
 
-    recs = load_records([path])
+    recs = load_records([path], format=format, image_root=image_root)
     recs = recs[:max_n] if max_n > 0 else recs
     return [Question(r.uid, r.prompt, [str(i) for i in r.images], question_text(r.prompt), str(r.ground_truth),
                      dict(r.extra)) for r in recs]
+
+
+def questions_of(cfg: SophiaConfig, split: str) -> list[Question]:
+    """``split`` = ``train`` | ``eval``: the questions of ``data.<split>_file`` (under ``data.dir``)."""
+    d = cfg.data
+    file, max_n = (d.train_file, d.max_train) if split == "train" else (d.eval_file, d.max_eval)
+    return load_questions(Path(d.dir) / file, max_n, d.format, d.image_root)
 
 
 _seed = item_seed
@@ -96,7 +108,7 @@ def caption_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path,
     """K captions per image with the fixed describe prompt (the question is never shown); returns
     ``{image_key: [{"caption_id", "text"}, ...]}``. The engine is built only if some image is pending."""
     c = cfg.caption
-    _drop_if_stale(run, "captions", {"weights": _file_hash(Path(c.model_path) / "model.safetensors"),
+    _drop_if_stale(run, "captions", {"weights": weights_hash(cfg.model_path),
                                      "settings": _settings(c, "batch_images"), "seed": cfg.trainer.seed})
     store = JsonlStore(run / "captions.jsonl")
     images = list(dict.fromkeys(q.image_key for q in questions))
@@ -225,6 +237,18 @@ def _file_hash(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+HASH_CONTENT_BYTES = 256 << 20  # weights up to this size are hashed by content, larger ones by name and size
+
+
+def weights_hash(model_dir: str | Path) -> str:
+    """Identity of a model folder's weights (``*.safetensors``): content for small models, names + sizes for
+    large ones (reading an 8B checkpoint to hash it would take minutes)."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if sum(f.stat().st_size for f in files) <= HASH_CONTENT_BYTES:
+        return _file_hash(*files) if files else _file_hash(Path(model_dir) / "model.safetensors")
+    return _sha(*(f"{f.name}:{f.stat().st_size}" for f in files))
+
+
 def select_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dict[str, list[dict[str, str]]],
                  reasoning_rows: Sequence[dict[str, Any]], reward_rows: Sequence[dict[str, Any]], run: Path,
                  length_fn: Callable[[str], int] | None) -> dict[str, Any]:
@@ -292,16 +316,32 @@ def training_rows(cfg: SophiaConfig, questions: Sequence[Question], selected: Se
     return rows
 
 
-def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, tracker: Any = None) -> dict[str, Any]:
-    """Reward-weighted NLL (no ratio, no KL, no reference) on the selected trajectories; exports ``model/``."""
-    import torch
+def update_plan(cfg: SophiaConfig, n_rows: int) -> list[list[int]]:
+    """Row indices of every optimizer step: ``trainer.total_epochs`` shuffled passes (seed ``trainer.seed``) in
+    batches of ``actor.ppo_mini_batch_size``; a pure function, so a resumed update replays the same steps."""
+    rng = np.random.default_rng(cfg.trainer.seed)
+    size = cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+    return [list(b) for _ in range(cfg.trainer.total_epochs) for b in _chunks(rng.permutation(n_rows).tolist(), size)]
 
-    from recipes.sophia.config import update_actor_config, vlm_model_config
-    from recipes.sophia.vlm_data import make_actor, sft_dataproto
 
-    u, model_dir = cfg.update, run / "model"
-    stamp = {"selected": _file_hash(run / "selected.jsonl"), "update": json.loads(json.dumps(u.__dict__)),
-             "base": _file_hash(Path(cfg.caption.model_path) / "model.safetensors")}
+def _update_stamp(cfg: SophiaConfig, run: Path) -> dict[str, Any]:
+    arr, t = cfg.actor_rollout_ref, cfg.trainer
+    return {"selected": _file_hash(run / "selected.jsonl"), "update": _settings(cfg.update),
+            "actor": json.loads(json.dumps(dataclasses.asdict(arr.actor))),
+            "model": json.loads(json.dumps(dataclasses.asdict(arr.model))), "epochs": t.total_epochs,
+            "seed": t.seed, "base": weights_hash(cfg.model_path)}
+
+
+def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, policy: Callable[[], Any],
+                 processor: Any, tracker: Any = None) -> dict[str, Any]:
+    """Reward-weighted NLL (no ratio, no KL, no reference) on the selected trajectories through the policy
+    workers' FSDP2 actor; checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout
+    under ``trainer.default_local_dir``; a killed update resumes from the latest); exports ``model/``."""
+    from recipes.sophia.vlm_data import sft_dataproto
+    from verl.checkpoint import CheckpointManager
+
+    t, model_dir = cfg.trainer, run / "model"
+    stamp = _update_stamp(cfg, run)
     if stamp_is_fresh(model_dir, stamp) and (model_dir / "update.json").is_file():
         logger.info("update: %s is up to date", model_dir)
         return json.loads((model_dir / "update.json").read_text())
@@ -309,31 +349,60 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, tr
     if not rows:
         raise RuntimeError("update: no selected trajectories (every question was dropped); lower select.alpha, "
                            "raise caption.k / reason.n, or check the reasoner")
-    steps_per_epoch = -(-len(rows) // u.batch_size)
-    total = u.epochs * steps_per_epoch
-    torch.manual_seed(u.seed)
-    actor = make_actor(vlm_model_config(cfg), update_actor_config(cfg, total))
-    rng = np.random.default_rng(u.seed)
-    cache: dict = {}
+    ckpt = CheckpointManager(t.default_local_dir, keep=t.max_actor_ckpt_to_keep)
+    ckpt_stamp = {**stamp, "workers": t.n_gpus_per_node * t.nnodes}
+    if t.resume_mode == "disable" or not stamp_is_fresh(ckpt.root, ckpt_stamp, UPDATE_STAMP):
+        if ckpt.root.exists():  # checkpoints of other trajectories or settings, or resuming is off
+            logger.warning("update: clearing the checkpoints in %s (another update's, or trainer.resume_mode=disable)",
+                           ckpt.root)
+            shutil.rmtree(ckpt.root)
+        ckpt.root.mkdir(parents=True)
+        write_stamp(ckpt.root, ckpt_stamp, UPDATE_STAMP)
+    plan = update_plan(cfg, len(rows))
+    workers = policy()
+    workers.init_update(len(plan))
     step, losses = 0, []
-    for _ in range(u.epochs):
-        order = rng.permutation(len(rows))
-        for b in _chunks(order.tolist(), u.batch_size):
-            batch = [rows[i] for i in b]
-            data = sft_dataproto(actor.processor, batch, u.max_response_tokens, cache)
-            m = actor.sft_step(data, weights=torch.tensor([r.extra["reward"] for r in batch]))
-            step += 1
-            losses.append(m["actor/sft_loss"])
-            if tracker is not None:
-                tracker.log(m, step=step)  # actor/sft_loss, actor/grad_norm, actor/lr
-            if step == 1 or step % 20 == 0 or step == total:
-                logger.info("update step %d/%d loss %.4f", step, total, m["actor/sft_loss"])
-    actor.export_hf(model_dir)
+    folder = ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
+    if folder is not None:
+        ckpt.check_trusted(folder, t.trust_checkpoint)
+        state = ckpt.load(folder)
+        workers.load(folder)
+        step, losses = int(state["step"]), list(state["losses"])
+        logger.info("update: resumed from %s at step %d/%d", folder, step, len(plan))
+    cache: dict = {}
+    while step < len(plan):
+        batch = [rows[i] for i in plan[step]]
+        data = sft_dataproto(processor, batch, cfg.update.max_response_tokens, cache)
+        m = workers.update(data, torch.tensor([r.extra["reward"] for r in batch]))
+        step += 1
+        losses.append(m["actor/sft_loss"])
+        if tracker is not None:
+            tracker.log(m, step=step)  # actor/sft_loss, actor/grad_norm, actor/lr
+        if step == 1 or step % 20 == 0 or step == len(plan):
+            logger.info("update step %d/%d loss %.4f", step, len(plan), m["actor/sft_loss"])
+        if step == len(plan) or (t.save_freq > 0 and step % t.save_freq == 0):
+            workers.save(ckpt.prepare(step))
+            ckpt.commit(step, {"step": step, "losses": losses})
+    if workers.weights != "updated":
+        workers.sync()
+    workers.export(model_dir)
     info = {"steps": step, "rows": len(rows), "first_loss": losses[0], "last_loss": losses[-1]}
     write_json(model_dir / "update.json", info)
     write_stamp(model_dir, stamp)
-    del actor
     return info
+
+
+def load_updated(cfg: SophiaConfig, workers: Any) -> None:
+    """Give the policy workers the updated weights (the last update checkpoint) unless they hold them."""
+    from verl.checkpoint import CheckpointManager
+
+    if workers.weights == "updated":
+        return
+    ckpt = CheckpointManager(cfg.trainer.default_local_dir)
+    latest = ckpt.latest_step()
+    if latest is None:
+        raise FileNotFoundError(f"no update checkpoint under {ckpt.root} to evaluate; run the update stage")
+    workers.load(ckpt.step_dir(latest))
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -342,7 +411,7 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
     """Greedy accuracy of a VLM on held-out questions (plus per type, boxed-answer rate, digits stated right)."""
     from recipes.sophia.pretrain_captioner import parse_description
 
-    weights = _file_hash(Path(model_path) / "model.safetensors")
+    weights = weights_hash(model_path)
     path = run / f"eval_{tag}.jsonl"
     if not stamp_is_fresh(run, {"weights": weights}, f"eval_{tag}.stamp.json"):
         path.unlink(missing_ok=True)

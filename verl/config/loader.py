@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from verl.config import schema
-from verl.config.schema import CHOICES, LOGGER_CHOICES, RLConfig, register_configs
+from verl.config.schema import CHOICES, LOGGER_CHOICES, SCHEMA_NAME, RLConfig, register_configs
 
 __all__ = ["DEFAULT_CONFIG_DIR", "ConfigError", "declared_entry_point", "derive_total_steps", "finalize",
            "from_hydra", "load_config", "to_yaml"]
@@ -73,7 +74,7 @@ def _check_unknown_keys(node: Any, path: str = "") -> None:
         _check_unknown_keys(node._get_node(key), full)
 
 
-def _explain(err: Exception, config_name: str, config_dir: Path) -> ConfigError:
+def _explain(err: Exception, config_name: str, config_dir: Path, root: type = RLConfig) -> ConfigError:
     """Turn Hydra / OmegaConf composition errors into one message naming the key and the config."""
     cause = err
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
@@ -88,13 +89,18 @@ def _explain(err: Exception, config_name: str, config_dir: Path) -> ConfigError:
     m_key = re.search(r"Key '[^']+' not in '(\w+)'", str(err))
     m_full = re.search(r"full_key: (\S+)", str(err))
     if m_key and m_full:
-        return ConfigError(_unknown_key_message(m_full.group(1), getattr(schema, m_key.group(1), None), where))
+        import sys
+
+        owner = getattr(schema, m_key.group(1), None) or getattr(sys.modules.get(root.__module__), m_key.group(1), None)
+        return ConfigError(_unknown_key_message(m_full.group(1), owner, where))
     text = str(err) if cause is err else f"{err}\n{cause}"
     return ConfigError(f"cannot compose config '{config_name}' in {config_dir}: {text}")
 
 
-def from_hydra(hydra_cfg: DictConfig) -> RLConfig:
-    """Composed Hydra config -> finalized dataclass (rejects unknown keys; drops the ``hydra`` node)."""
+def from_hydra(hydra_cfg: DictConfig, schema: type = RLConfig, finalize_fn: Callable[[Any], Any] | None = None) -> Any:
+    """Composed Hydra config -> finalized dataclass (rejects unknown keys; drops the ``hydra`` node).
+
+    ``schema``: the expected root dataclass; ``finalize_fn``: its finalizer (default :func:`finalize`)."""
     if "hydra" in hydra_cfg:
         hydra_cfg = hydra_cfg.copy()
         with open_dict(hydra_cfg):
@@ -104,10 +110,10 @@ def from_hydra(hydra_cfg: DictConfig) -> RLConfig:
         obj = OmegaConf.to_object(hydra_cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config: {e}") from e
-    if not isinstance(obj, RLConfig):
-        raise ConfigError(f"config does not use the schema: its defaults list must start with "
-                          f"'ppo_trainer_schema' or 'ppo_trainer' (got {type(obj).__name__})")
-    return finalize(obj)
+    if not isinstance(obj, schema):
+        raise ConfigError(f"config does not use the schema {schema.__name__}: its defaults list must start with "
+                          f"'{SCHEMA_NAME}' or a config that does (got {type(obj).__name__})")
+    return (finalize_fn or finalize)(obj)
 
 
 def _searchpath_override(primary_yaml: Path) -> str:
@@ -122,12 +128,14 @@ def _searchpath_override(primary_yaml: Path) -> str:
 
 
 def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = None,
-                config_dir: str | Path | None = None, schema: type[RLConfig] = RLConfig) -> RLConfig:
+                config_dir: str | Path | None = None, schema: type = RLConfig,
+                finalize_fn: Callable[[Any], Any] | None = None) -> Any:
     """Compose ``<config_dir>/<config_name>.yaml`` (default dir: ``verl/config``) with dotted overrides.
 
     The YAML's defaults list pulls in the schema from the ConfigStore; an unknown key or a value of the
-    wrong type raises :class:`ConfigError` naming it. Returns the finalized dataclass. ``schema``: a
-    subclass of :class:`RLConfig` with extra sections (a recipe's), used as the root for this call only.
+    wrong type raises :class:`ConfigError` naming it. Returns the finalized dataclass. ``schema``: the root
+    dataclass for this call only: a subclass of :class:`RLConfig` with extra sections, or a recipe's own
+    root that reuses the framework's sections (then ``finalize_fn`` validates it; default :func:`finalize`).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -151,11 +159,11 @@ def load_config(config_name: str = "ppo_trainer", overrides: list[str] | None = 
         with initialize_config_dir(config_dir=str(cdir), version_base=None):
             composed = compose(config_name=name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise _explain(e, name, cdir) from e
+        raise _explain(e, name, cdir, schema) from e
     finally:
         GlobalHydra.instance().clear()
         register_configs()
-    return from_hydra(composed)
+    return from_hydra(composed, schema, finalize_fn)
 
 
 def declared_entry_point(config_name: str, config_dir: str | Path | None = None) -> str | None:

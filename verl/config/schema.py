@@ -240,9 +240,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 LOGGER_CHOICES = ("console", "jsonl", "tensorboard", "wandb")
 
 
-def register_configs(schema: type[RLConfig] = RLConfig) -> None:
+def register_configs(schema: type = RLConfig) -> None:
     """Store the root schema in Hydra's ConfigStore (idempotent); a recipe may pass a subclass that adds
-    its own sections (``recipes/ttrv/online.py``)."""
+    its own sections (``recipes/ttrv/online.py``) or its own root made of the framework's sections and its
+    own (``recipes/sophia/config.py``)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=schema)
 
 

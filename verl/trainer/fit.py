@@ -91,25 +91,11 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def init_workers(self) -> None:
         """Start the worker group ``trainer.backend`` names and build the models in it."""
+        from verl.single_controller.start import start_worker_group
         from verl.workers.hybrid import ActorRolloutRefWorker
 
-        t = self.config.trainer
-        init_kwargs = {"config": self.config}
-        if t.backend == "local":
-            from verl.single_controller.local import LocalWorkerGroup
-
-            self.wg = LocalWorkerGroup(ActorRolloutRefWorker, init_kwargs=init_kwargs)
-        else:
-            from verl.single_controller.worker_group import RayWorkerGroup, ResourcePool, ResourcePoolSpec
-
-            spec = ResourcePoolSpec(
-                n_workers=t.n_gpus_per_node * t.nnodes,
-                num_cpus_per_worker=1.0,
-                num_gpus_per_worker=1.0 if t.device == "cuda" else 0.0,
-                nnodes=t.nnodes,
-            )
-            self.wg = RayWorkerGroup(ActorRolloutRefWorker, ResourcePool(spec), init_kwargs=init_kwargs,
-                                     loopback=t.ray_address is None, log_dir=str(self.tracker.run_dir))
+        self.wg = start_worker_group(self.config.trainer, ActorRolloutRefWorker, {"config": self.config},
+                                     log_dir=str(self.tracker.run_dir))
         self.worker_info = self.wg.init_model()
         logger.info("workers ready: %s", self.worker_info)
 

@@ -18,6 +18,7 @@ entropy terms are dropped: with KL coefficient 0.001 a small approximation). Exa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -346,32 +347,16 @@ class FSDPActor:
         return out
 
     def sft_step(self, data, weights: torch.Tensor | None = None) -> dict[str, float]:
-        """One optimizer step of (weighted) maximum likelihood on ``responses`` (SOPHIA)."""
-        from verl.algos.policy_loss import weighted_nll_loss
+        """One optimizer step of (weighted) maximum likelihood on ``responses``: :func:`verl.workers.sft.sft_step`."""
+        from verl.workers.sft import sft_step
 
-        if self.optimizer is None:
-            raise RuntimeError("sft_step called on a reference policy (role='ref')")
-        n = len(data)
-        w = torch.ones(n) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
-        if w.numel() != n:
-            raise ValueError(f"sft_step: {w.numel()} weights for {n} rows")
-        agg = self.cfg.loss_agg_mode
-        rmask = _column(data, "response_mask", "sft_step")
-        norm = max(_agg_share(agg, rmask), 1.0)
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.module.train()
-        cache, total = {}, 0.0
-        for rows in self._micro_batches(data, list(range(n)), self.cfg.ppo_max_token_len_per_gpu):
-            sel = torch.as_tensor(rows or [0])
-            lp, _ = self._forward(data, sel.tolist(), cache, calc_entropy=False)
-            mask = rmask[sel].to(lp.device)
-            scale = 0.0 if rows is None else _agg_share(agg, mask) / norm
-            loss = weighted_nll_loss(lp, w[sel].to(lp.device), mask, agg) * scale
-            loss.backward()
-            total += float(loss.detach())
-        grad_norm = self._step()
-        self.scheduler.step()
-        return {"actor/sft_loss": total, "actor/grad_norm": grad_norm, "actor/lr": lr}
+        return sft_step(self, data, weights)
+
+    def reset_optimizer(self, total_steps: int) -> None:
+        """A fresh optimizer and schedule over ``total_steps`` (an update sized after its rollouts: SOPHIA's)."""
+        optim = dataclasses.replace(self.cfg.optim, total_training_steps=int(total_steps))
+        self.cfg = dataclasses.replace(self.cfg, optim=optim)
+        self._build_optimizer()
 
     # ------------------------------------------------------------------ weights
     def state_dict_for_sync(self, checkpoint_names: bool = False) -> Iterator[tuple[str, torch.Tensor]]:

@@ -90,6 +90,17 @@ class ActorRolloutRefWorker(Worker):
         return self.actor.update_policy(data)
 
     @register(Dispatch.ONE_TO_ALL)
+    def init_sft(self, total_steps: int) -> None:
+        """A fresh optimizer and LR schedule for an SFT update of ``total_steps`` steps (SOPHIA)."""
+        self.actor.reset_optimizer(total_steps)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def sft_update(self, data: DataProto) -> dict[str, float]:
+        """One optimizer step of reward-weighted NLL (weights: the ``sft_weights`` column) over the whole
+        batch; every rank returns the same metrics."""
+        return self.actor.sft_step(data, weights=data.batch["sft_weights"])
+
+    @register(Dispatch.ONE_TO_ALL)
     def sync_weights(self) -> float:
         """Push the actor's full state dict into the rollout engine; returns seconds spent."""
         import time

@@ -66,7 +66,7 @@ def test_alpha_is_chosen_on_dev_questions_only(tmp_path, monkeypatch):
     seen = []
 
     def fake_pipeline(cfg):
-        seen.append((cfg.select.alpha, cfg.data.eval_file, cfg.eval.base))
+        seen.append((cfg.select.alpha, cfg.data.eval_file, cfg.trainer.val_before_train))
         return {"eval/sophia/acc": {0.75: 0.5, 0.5: 0.7, 0.25: 0.7, 0.0: 0.6}[cfg.select.alpha]}
 
     monkeypatch.setattr(E, "run_pipeline", fake_pipeline)

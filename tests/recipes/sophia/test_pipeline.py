@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from recipes.sophia.config import DEFAULT_CONFIG, load_sophia_config
+from recipes.sophia.config import load_sophia_config
 from recipes.sophia.pairs import QUESTIONS, build_pairs_dataset, describe, gold_answer
 from recipes.sophia.pipeline import run_pipeline
 from recipes.sophia.reasoners import Sampling
@@ -67,18 +67,17 @@ def setup(tmp_path):
     paths = build_pairs_dataset(tmp_path / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 6, "eval": 2, "dev": 2})
     rows = json.loads(paths["sophia_train"].read_text())
     truth = {str((tmp_path / "data" / r["image_path"]).resolve()): (r["left"], r["right"]) for r in rows}
-    cfg = load_sophia_config(DEFAULT_CONFIG, [
+    cfg = load_sophia_config(overrides=[
         f"data.dir={tmp_path / 'data'}", "data.max_train=-1", f"caption.k={K}", f"reason.n={N}",
-        "caption.batch_images=2", "reason.batch_items=4", f"trainer.run_dir={tmp_path / 'run'}",
-        f"trainer.log_dir={tmp_path / 'logs'}", "trainer.logger=[jsonl]", "select.length_unit=chars",
-        "trainer.stages=[caption,reason,reward,select]"])
+        "caption.batch_images=2", "reason.batch_items=4", f"trainer.log_dir={tmp_path / 'logs'}",
+        "trainer.logger=[jsonl]", "select.length_unit=chars", "stages=[caption,reason,reward,select]"])
     return cfg, truth, rows
 
 
 def test_caption_stage_hides_the_question(setup):
     cfg, truth, rows = setup
     cap = FakeCaptioner(truth)
-    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: FakeReasoner())
+    run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: FakeReasoner())
     assert cap.rows == len(rows)  # one prompt per image, K samples each
     assert len(set(cap.prompts)) == 1  # the same fixed describe prompt for every image
     for q in QUESTIONS.values():
@@ -90,7 +89,7 @@ def test_caption_stage_hides_the_question(setup):
 
 def test_rewards_and_selection(setup):
     cfg, truth, rows = setup
-    s = run_pipeline(cfg, caption_engine=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
+    s = run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
     rewards = [json.loads(x) for x in (cfg.run_path / "rewards.jsonl").read_text().splitlines()]
     # right captions: 3/4 correct (sample 0 is wrong) -> R(c) = 0.75, NOT above alpha = 0.75 (strict)
     assert sorted({r["caption_reward"] for r in rewards}) in ([0.0, 0.75], [0.75])
@@ -100,7 +99,7 @@ def test_rewards_and_selection(setup):
     assert all(s[f"sophia/kept_fraction/{t}"] == 0.0 for t in qtypes)
     assert s["sophia/reasoning_accuracy"] == pytest.approx(np.mean([x for r in rewards for x in r["rewards"]]))
     cfg.select.alpha = 0.5  # now the right captions qualify; the misread one (R = 0 for sum) does not
-    s = run_pipeline(cfg, caption_engine=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
+    s = run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
     sel = [json.loads(x) for x in (cfg.run_path / "selected.jsonl").read_text().splitlines()]
     assert s["sophia/kept_fraction"] == 1.0 and len(sel) == len(rows)
     assert all(s[f"sophia/kept_fraction/{t}"] == 1.0 for t in qtypes)
@@ -115,7 +114,7 @@ def test_killed_run_resumes_without_redoing_requests(setup):
     cfg.select.alpha = 0.5
     n_items = len(rows) * K
     cap, rsn = FakeCaptioner(truth), FakeReasoner()
-    first = run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    first = run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: rsn)
     assert cap.rows == len(rows) and rsn.calls == n_items * N and first["sophia/reason_failed"] == 0
     run = cfg.run_path
     selected = (run / "selected.jsonl").read_text()
@@ -128,22 +127,22 @@ def test_killed_run_resumes_without_redoing_requests(setup):
     (run / "reasonings.jsonl").write_text("\n".join(r_lines[:-5]) + "\n" + r_lines[-5][:30])
     fail_key = json.loads(r_lines[-1])["key"]
     cap2, rsn2 = FakeCaptioner(truth), FakeReasoner(fail_once={fail_key})
-    second = run_pipeline(cfg, caption_engine=lambda: cap2, reasoner=lambda: rsn2)
+    second = run_pipeline(cfg, policy=lambda: cap2, reasoner=lambda: rsn2)
     assert cap2.rows == 2  # only the lost images are captioned again
     assert rsn2.calls == 5 * N and second["sophia/reason_failed"] == 1  # only the lost items are re-requested
     assert {it.key for it in rsn2.seen} == {json.loads(x)["key"] for x in r_lines[-5:]}
 
     cap3, rsn3 = FakeCaptioner(truth), FakeReasoner()
-    third = run_pipeline(cfg, caption_engine=lambda: cap3, reasoner=lambda: rsn3)
+    third = run_pipeline(cfg, policy=lambda: cap3, reasoner=lambda: rsn3)
     assert cap3.rows == 0 and rsn3.calls == N and [it.key for it in rsn3.seen] == [fail_key]
     assert third["sophia/reason_failed"] == 0
     assert (run / "selected.jsonl").read_text() == selected  # same result as the uninterrupted run
 
     cap4, rsn4 = FakeCaptioner(truth), FakeReasoner()
-    run_pipeline(cfg, caption_engine=lambda: cap4, reasoner=lambda: rsn4)
+    run_pipeline(cfg, policy=lambda: cap4, reasoner=lambda: rsn4)
     assert cap4.rows == 0 and rsn4.calls == 0  # nothing left to do
 
-    log = cfg.run_path.parent / "logs" / cfg.trainer.project_name / cfg.trainer.experiment_name / "metrics.jsonl"
+    log = cfg.run_path / "metrics.jsonl"
     metrics = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(metrics) == 4 and all("sophia/kept_fraction" in m for m in metrics)
 
@@ -168,22 +167,22 @@ def test_update_sample_excludes_the_caption(setup):
 def test_collection_is_redone_when_the_model_or_settings_change(setup, tmp_path):
     cfg, truth, rows = setup
     cfg.select.alpha = 0.5
-    run_pipeline(cfg, caption_engine=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
+    run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())
     # a new captioner (its weights file changed): every image is captioned again; the stand-in writes the
     # same texts, and reasonings are keyed by (question, caption text), so none is requested again
     model = tmp_path / "captioner"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"new weights")
-    cfg.caption.model_path = str(model)
+    cfg.actor_rollout_ref.model.path = str(model)
     cap, rsn = FakeCaptioner(truth), FakeReasoner()
-    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: rsn)
     assert cap.rows == len(rows) and rsn.calls == 0
     # other reasoning settings: captions are kept, reasonings are redone
     cfg.reason.temperature = 0.5
     cap, rsn = FakeCaptioner(truth), FakeReasoner()
-    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: rsn)
     assert cap.rows == 0 and rsn.calls == len(rows) * K * N
     # the same settings again: nothing to do
     cap, rsn = FakeCaptioner(truth), FakeReasoner()
-    run_pipeline(cfg, caption_engine=lambda: cap, reasoner=lambda: rsn)
+    run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: rsn)
     assert cap.rows == 0 and rsn.calls == 0

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from recipes.sophia.config import DEFAULT_CONFIG, load_sophia_config
+from recipes.sophia.config import load_sophia_config
 from recipes.sophia.reasoners import make_reasoner
 from recipes.sophia.stages import Question, reason_stage
 
@@ -58,7 +58,7 @@ def server():
 
 def test_http_reason_stage_resumes_from_cache(server, tmp_path):
     n = 2
-    cfg = load_sophia_config(DEFAULT_CONFIG, [
+    cfg = load_sophia_config(overrides=[
         "reason.backend=http", "reason.http.model=teacher", f"reason.http.base_url={server['url']}",
         "reason.http.api_key_env=null", "reason.http.max_retries=0", "reason.http.timeout_s=5", f"reason.n={n}",
         "reason.batch_items=2"])
