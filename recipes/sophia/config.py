@@ -188,6 +188,9 @@ def finalize_sophia(cfg: SophiaConfig) -> SophiaConfig:
         t.device = "cuda" if torch.cuda.is_available() else "cpu"
     if t.default_local_dir is None:
         t.default_local_dir = str(cfg.run_path / "checkpoints")
+    # The update's length is known once its trajectories are selected: the workers start with a one-step
+    # schedule and the update stage rebuilds optimizer and schedule for its steps (``init_sft``).
+    actor.optim.total_training_steps = max(actor.optim.total_training_steps, 1)
     return cfg
 
 

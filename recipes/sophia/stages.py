@@ -338,7 +338,7 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, po
     workers' FSDP2 actor; checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout
     under ``trainer.default_local_dir``; a killed update resumes from the latest); exports ``model/``."""
     from recipes.sophia.vlm_data import sft_dataproto
-    from verl.checkpoint import CheckpointManager
+    from verl.checkpoint import CheckpointManager, verify_checkpoint
 
     t, model_dir = cfg.trainer, run / "model"
     stamp = _update_stamp(cfg, run)
@@ -364,7 +364,7 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, po
     step, losses = 0, []
     folder = ckpt.resolve_resume(t.resume_mode, t.resume_from_path)
     if folder is not None:
-        ckpt.check_trusted(folder, t.trust_checkpoint)
+        verify_checkpoint(folder)
         state = ckpt.load(folder)
         workers.load(folder)
         step, losses = int(state["step"]), list(state["losses"])
