@@ -22,7 +22,7 @@ copied to ``docs/results/sophia_*.png``.
 
 ``--regime hard`` runs the same methods where captions err: the question images of
 ``data/sophia_pairs_hard`` carry a shift (``HARD_SHIFT``) the clean-trained captioner misreads often
-(the command builds that folder); its table goes to ``docs/results/sophia_hard.md`` and to
+(the command builds that folder); its table goes between the ``sophia-results-hard`` markers and to
 ``logs/sophia/experiments_hard``. ``--regime easy`` (default) is the clean task.
 """
 
@@ -68,8 +68,8 @@ class Regime:
 
 
 REGIMES = {
-    "easy": Regime("data/sophia_pairs", None, "docs/results/sophia_easy.md", "logs/sophia/experiments", "sophia_"),
-    "hard": Regime("data/sophia_pairs_hard", HARD_SHIFT, "docs/results/sophia_hard.md", "logs/sophia/experiments_hard",
+    "easy": Regime("data/sophia_pairs", None, "sophia-results", "logs/sophia/experiments", "sophia_"),
+    "hard": Regime("data/sophia_pairs_hard", HARD_SHIFT, "sophia-results-hard", "logs/sophia/experiments_hard",
                    "sophia_hard_"),
 }
 SELECTION_FILES = ("selected.jsonl", "selection.json", "selection.stamp.json")
