@@ -4,15 +4,15 @@ TRL calls a reward function with the batch's ``prompts`` and ``completions`` (pl
 messages) and expects one float per completion. Completions are grouped by their prompt; each gets
 1.0 when its answer (read by :func:`verl.rewards.answers.extract_answer`) is its group's majority
 answer, 0.0 otherwise, and the penalty when it is unparseable: the project's own
-:func:`verl.rewards.voting.majority_rewards`, so both sides of the benchmark score alike.
+:func:`recipes.ttrv.voting.majority_rewards`, so both sides of the benchmark score alike.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from recipes.ttrv.voting import majority_rewards
 from verl.rewards.answers import extract_answer
-from verl.rewards.voting import majority_rewards
 
 
 def _text(item: Any) -> str:

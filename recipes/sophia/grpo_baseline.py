@@ -26,6 +26,7 @@ from recipes.sophia.stages import Question, policy_prompt
 from recipes.sophia.verify import reasoning_reward
 from verl.data.formats import Record
 from verl.protocol import DataProto
+from verl.trainer.method import Scores
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ class GoldRewardMethod:
         self.gold = gold
         self.reward_mean: list[float] = []
 
-    def score(self, batch: DataProto) -> np.ndarray:
+    def score(self, batch: DataProto, aux: DataProto | None = None) -> Scores:
         nt = batch.non_tensor_batch
         scores = np.array([reasoning_reward(str(t), self.gold[str(u)]) for t, u in zip(nt["response_text"], nt["uid"])],
                           dtype=np.float32)
         self.reward_mean.append(float(scores.mean()))
-        return scores
+        return Scores(scores)
 
     def metrics(self, batch: DataProto, labels: dict[str, str]) -> dict[str, float]:
         return {"grpo/reward_mean": self.reward_mean[-1]}
@@ -81,8 +82,7 @@ def grpo_config(init_model: str | Path, out: Path, g: GRPOCfg, n_questions: int)
         "trainer.resume_mode=disable", f"trainer.default_local_dir={out / 'checkpoints'}", f"trainer.seed={g.seed}",
         "trainer.logger=[jsonl]", f"trainer.log_dir={out / 'logs'}", "trainer.project_name=sophia",
         "trainer.experiment_name=grpo",
-        "trainer.guard.enable=false",  # the guard watches TTRV's vote answers; this method writes none
-        "reward.entropy_coef=0.0"])  # the reward section is unused (GoldRewardMethod scores); no cancelled-term warning
+        "trainer.guard.enable=false"])  # the guard watches vote statistics; this method reports none
 
 
 def run_grpo(init_model: str | Path, questions: list[Question], out_dir: str | Path, g: GRPOCfg,

@@ -81,7 +81,7 @@ class Settings:
     entropy_form: str
 
     def overrides(self) -> list[str]:
-        return [f"actor_rollout_ref.actor.optim.lr={self.lr}", f"reward.entropy_form={self.entropy_form}"]
+        return [f"actor_rollout_ref.actor.optim.lr={self.lr}", f"++reward.kwargs.entropy_form={self.entropy_form}"]
 
 
 @dataclass
@@ -124,9 +124,9 @@ def plan(v: Variant, data: Path, chosen: Settings, model: str, single_token_mode
         runs += [run for key, run in others.items() if key in v.protocols]
         other_form = "paper" if chosen.entropy_form == "per_sample" else "per_sample"
         ablations = {
-            "majority reward": ["reward.reward_type=majority"],
-            "entropy 0": ["reward.entropy_coef=0.0"],
-            f"entropy 0.75 {other_form.replace('_', '-')}": [f"reward.entropy_form={other_form}"],
+            "majority reward": ["++reward.kwargs.reward_type=majority"],
+            "entropy 0": ["++reward.kwargs.entropy_coef=0.0"],
+            f"entropy 0.75 {other_form.replace('_', '-')}": [f"++reward.kwargs.entropy_form={other_form}"],
             "8 votes, 8 trained": ["actor_rollout_ref.rollout.n_votes=8", "actor_rollout_ref.rollout.n=8"],
         }
         for label, ov in ablations.items() if v.ablations else ():

@@ -78,16 +78,15 @@ def test_wrong_type_names_key():
 def test_dotted_overrides_apply():
     cfg = load_config(overrides=["data.train_files=[x.json,y.json]", "actor_rollout_ref.rollout.n=32",
                                  "trainer.total_epochs=3", "actor_rollout_ref.actor.optim.lr=1e-5",
-                                 "reward.entropy_form=per_sample", "trainer.device=cpu"])
+                                 "+reward.kwargs.entropy_form=per_sample", "trainer.device=cpu"])
     assert isinstance(cfg, RLConfig)
     assert cfg.data.train_files == ["x.json", "y.json"]
     assert cfg.actor_rollout_ref.rollout.n == 32 and cfg.actor_rollout_ref.rollout.n_votes == 32
     assert cfg.trainer.total_epochs == 3 and cfg.actor_rollout_ref.actor.optim.lr == 1e-5
-    assert cfg.reward.entropy_form == "per_sample"
+    assert cfg.reward.kwargs == {"entropy_form": "per_sample"}
 
 
 @pytest.mark.parametrize("override, key", [
-    ("reward.entropy_form=perSample", "reward.entropy_form"),
     ("actor_rollout_ref.actor.loss_agg_mode=token_mean", "actor_rollout_ref.actor.loss_agg_mode"),
     ("actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.name"),
     ("data.format=csv", "data.format"),
@@ -157,13 +156,13 @@ def test_ttrv_recipe_has_paper_hyperparameters():
     assert (a.clip_ratio_low, a.clip_ratio_high, a.clip_ratio_c, a.loss_agg_mode) == (0.2, 0.2, 3.0, "token-mean")
     assert (a.ppo_mini_batch_size, a.ppo_epochs, a.grad_clip) == (1, 1, 1.0)
     assert cfg.trainer.total_epochs == 2 and cfg.data.max_response_length == 1024 and r.max_new_tokens == 1024
-    assert cfg.algorithm.adv_estimator == "grpo" and cfg.reward.entropy_coef == 0.75
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.reward.name == "ttrv" and cfg.reward.kwargs == {}
 
 
 def test_ttrv_cpu_tiny_recipe_and_override():
     cfg = load_config("ttrv_cpu_tiny", ["trainer.total_epochs=1"], config_dir=RECIPES)
     r = cfg.actor_rollout_ref.rollout
-    assert (r.n_votes, r.n, r.max_new_tokens) == (32, 16, 10) and cfg.reward.entropy_form == "per_sample"
+    assert (r.n_votes, r.n, r.max_new_tokens) == (32, 16, 10) and cfg.reward.kwargs == {}
     assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 2 and cfg.trainer.total_epochs == 1
     assert cfg.actor_rollout_ref.actor.optim.lr == 3e-5  # chosen on dev (recipes/ttrv/experiments.py)
     assert cfg.actor_rollout_ref.actor.kl_loss_type == "low_var_kl"  # inherited from ttrv.yaml

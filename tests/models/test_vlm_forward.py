@@ -64,6 +64,12 @@ def make_batch(processor, n_samples: int = 3, R: int = 5, seed: int = 0):
 
 def naive_log_probs(arch, model, input_ids, attention_mask, image_inputs, prompt_index, R):
     """Plain HF forward with each sample's pixels repeated (what we avoid), positions as generation."""
+    logits = naive_logits(arch, model, input_ids, attention_mask, image_inputs, prompt_index, R)
+    return logits.log_softmax(-1).gather(-1, input_ids[:, -R:, None]).squeeze(-1)
+
+
+def naive_logits(arch, model, input_ids, attention_mask, image_inputs, prompt_index, R):
+    """The next-token logits ``[b, R, V]`` that predict each response token (plain forward, as above)."""
     kwargs = {"pixel_values": torch.cat([image_inputs[p]["pixel_values"] for p in prompt_index])}
     if arch == "internvl":
         kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -73,8 +79,7 @@ def naive_log_probs(arch, model, input_ids, attention_mask, image_inputs, prompt
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
     if hasattr(model.model, "rope_deltas"):
         model.model.rope_deltas = None
-    logits = out.logits[:, -R - 1:-1].float()
-    return logits.log_softmax(-1).gather(-1, input_ids[:, -R:, None]).squeeze(-1)
+    return out.logits[:, -R - 1:-1].float()
 
 
 @pytest.mark.parametrize("share_prompt", [True, False])
@@ -93,6 +98,21 @@ def test_log_probs_match_plain_forward(arch_model, share_prompt):
     with torch.no_grad():  # temperature divides the logits
         lp_t, _ = response_log_probs(model, ids, att, R, imgs, pidx, temperature=2.0)
     assert not torch.allclose(lp_t[m], lp[m], atol=1e-3)
+
+
+def test_self_certainty_from_the_same_forward(arch_model):
+    """token_stat=self_certainty gives KL(uniform || next-token distribution) per response token."""
+    from verl.algos.utils import self_certainty_from_logits
+
+    arch, model, processor = arch_model
+    ids, att, rmask, imgs, pidx = make_batch(processor)
+    R = rmask.shape[1]
+    with torch.no_grad():
+        _, sc = response_log_probs(model, ids, att, R, imgs, pidx, calc_entropy=True, token_stat="self_certainty")
+        logits = naive_logits(arch, model, ids, att, imgs, pidx, R)
+    m = rmask.bool()
+    assert (sc - self_certainty_from_logits(logits)).abs()[m].max() <= 1e-4
+    assert (sc[m] >= -1e-6).all()  # a KL divergence
 
 
 def test_language_model_reads_each_prompt_once(arch_model):

@@ -1,7 +1,6 @@
-"""The one reward path: registry, built-in TTRV reward, custom rewards, output checks, metadata."""
+"""The one reward path: custom group rewards, their kwargs, output checks, metadata (no label)."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,29 +8,18 @@ import pytest
 from verl.protocol import DataProto
 from verl.rewards.answers import INVALID
 from verl.rewards.registry import (
-    GROUP_REWARDS,
     GroupReward,
     RewardError,
     batch_answers,
-    build_group_reward,
-    compute_group_rewards,
+    check_reward_kwargs,
+    custom_group_reward,
     group_indices,
     load_custom_reward,
-    register_group_reward,
     score_groups,
     without_labels,
 )
 
 OPTIONS = {"A": "accordion", "B": "shovel", "C": "koala", "D": "toaster"}
-RESPONSES = ["C", "koala", "A", "<|im_end|>"]
-# answers C, C, A, INVALID -> valid p(C) = 2/3, p(A) = 1/3 ; H = 0.6365142
-H = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
-
-
-def reward_cfg(**kw):
-    base = dict(name="ttrv", reward_type="frequency", entropy_coef=0.75, entropy_form="paper", invalid_penalty=-1.0,
-                invalid_votes=False, custom_reward_function=None)
-    return SimpleNamespace(**{**base, **kw})
 
 
 def batch(responses, uids, options=OPTIONS, extra=None):
@@ -41,31 +29,15 @@ def batch(responses, uids, options=OPTIONS, extra=None):
         "options": [dict(options)] * n, "extra": [dict(extra or {})] * n, "data_source": ["src"] * n})
 
 
-def test_ttrv_reward_hand_computed():
-    r = build_group_reward(reward_cfg())
-    assert r.name == "ttrv" and "ttrv" in GROUP_REWARDS
-    out = compute_group_rewards(r, RESPONSES, prompt=None, uid="u0", options=OPTIONS)
-    assert out.tolist() == pytest.approx([2 / 3 - 0.75 * H, 2 / 3 - 0.75 * H, 1 / 3 - 0.75 * H, -1.0 - 0.75 * H])
-    r = build_group_reward(reward_cfg(entropy_coef=0.0, reward_type="majority", invalid_penalty=-0.5))
-    assert compute_group_rewards(r, RESPONSES, prompt=None, uid="u0", options=OPTIONS).tolist() == [1, 1, 0, -0.5]
-
-
-def test_majority_tie_goes_to_first_appearing_answer():
-    # B, A, A, B, INVALID: a 2-2 tie between A and B; B appears first -> B is the majority (1), A gets 0.
-    r = build_group_reward(reward_cfg(reward_type="majority", entropy_coef=0.0, invalid_penalty=-1.0))
-    out = compute_group_rewards(r, ["B", "A", "A", "B", ""], prompt=None, uid="t", options=OPTIONS)
-    assert out.tolist() == [1.0, 0.0, 0.0, 1.0, -1.0]
-    # the same votes in another order: A first -> A wins
-    out = compute_group_rewards(r, ["A", "B", "B", "A"], prompt=None, uid="t", options=OPTIONS)
-    assert out.tolist() == [1.0, 0.0, 0.0, 1.0]
-
-
 def test_score_groups_batch_order_and_dtype():
     data = batch(["C", "A", "C", "B", "B", "B"], ["p", "q", "p", "q", "p", "q"])
-    r = build_group_reward(reward_cfg(entropy_coef=0.0))
-    scores = score_groups(r, data)
-    # p: C, C, B -> 2/3, 2/3, 1/3 ; q: A, B, B -> 1/3, 2/3, 2/3 (rows back in batch order)
-    np.testing.assert_allclose(scores, [2 / 3, 1 / 3, 2 / 3, 2 / 3, 1 / 3, 2 / 3], rtol=1e-6)
+
+    def share(responses, *, scale, **kw):  # fraction of the group giving the same text, times scale
+        return [scale * responses.count(r) / len(responses) for r in responses]
+
+    scores = score_groups(GroupReward("share", share, {"scale": 3.0}), data)
+    # p: C, C, B -> 2, 2, 1 ; q: A, B, B -> 1, 2, 2 (rows back in batch order)
+    np.testing.assert_allclose(scores, [2, 1, 2, 2, 1, 2], rtol=1e-6)
     assert scores.dtype == np.float32
     assert group_indices(np.array(["p", "q", "p"], dtype=object)) == {"p": [0, 2], "q": [1]}
     assert batch_answers(data).tolist() == ["C", "A", "C", "B", "B", "B"]
@@ -96,13 +68,13 @@ def test_bad_output_stops_naming_function_and_uid(bad, match):
 def test_custom_reward_receives_non_label_metadata(tmp_path):
     f = tmp_path / "my_reward.py"
     f.write_text("SEEN = []\n"
-                 "def score(responses, *, prompt, options, extra, uid, data_source):\n"
+                 "def score(responses, *, prompt, options, extra, uid, data_source, hit=1.0):\n"
                  "    SEEN.append((prompt, options, extra, uid, data_source))\n"
-                 "    return [1.0 if r.strip() == 'B' else 0.0 for r in responses]\n")
-    r = build_group_reward(reward_cfg(custom_reward_function=f"{f}:score"))
+                 "    return [hit if r.strip() == 'B' else 0.0 for r in responses]\n")
+    r = custom_group_reward(f"{f}:score", {"hit": 2.5})  # reward.kwargs reach the function unchanged
     assert r.name == f"{f}:score"
     data = batch(["B", "C"], ["rec:3", "rec:3"], extra={"qtype": "sum", "answer": "B", "Ground_Truth": "B"})
-    assert score_groups(r, data).tolist() == [1.0, 0.0]
+    assert score_groups(r, data).tolist() == [2.5, 0.0]
     import sys
 
     seen = next(m for n, m in sys.modules.items() if n.startswith("_verl_custom_reward_") and hasattr(m, "SEEN")).SEEN
@@ -114,6 +86,8 @@ def test_custom_reward_receives_non_label_metadata(tmp_path):
     assert without_labels({"digit": "5", "shift": "noise"}, "A", {"A": "5", "B": "7"}) == {"shift": "noise"}
     assert without_labels({"digit": " 5 ", "shift": "noise"}, "5") == {"shift": "noise"}
     assert without_labels({"digit": "5"}, "B", {"A": "5", "B": "7"}) == {"digit": "5"}
+    with pytest.raises(TypeError, match=r"reward.kwargs.miss is not a setting of reward .*\['hit'\]"):
+        custom_group_reward(f"{f}:score", {"miss": 1})
 
 
 def test_custom_reward_loading_errors(tmp_path):
@@ -130,17 +104,12 @@ def test_custom_reward_loading_errors(tmp_path):
         load_custom_reward(str(f))
 
 
-def test_register_and_unknown():
-    @register_group_reward("_test_len")
-    def _len(cfg):
-        return lambda responses, **kw: [float(len(r)) * cfg.entropy_coef for r in responses]
+def test_check_reward_kwargs():
+    def fn(responses, *, weight=1.0, form="a"):
+        return responses
 
-    try:
-        r = build_group_reward(reward_cfg(name="_test_len", entropy_coef=2.0))
-        assert compute_group_rewards(r, ["ab", ""], prompt=None, uid="u").tolist() == [4.0, 0.0]
-        with pytest.raises(ValueError, match="already registered"):
-            register_group_reward("_test_len")(lambda cfg: None)
-        with pytest.raises(KeyError, match="known: .*ttrv"):
-            build_group_reward(reward_cfg(name="nope"))
-    finally:
-        GROUP_REWARDS.pop("_test_len")
+    check_reward_kwargs(fn, {"weight": 2.0, "form": "b"}, "fn")
+    with pytest.raises(TypeError, match=r"reward.kwargs.wieght is not a setting of reward 'fn' \(its settings: "
+                                        r"\['weight', 'form'\]"):
+        check_reward_kwargs(fn, {"wieght": 2.0}, "fn")
+    check_reward_kwargs(lambda responses, **kw: responses, {"anything": 1}, "open")  # **kwargs takes all

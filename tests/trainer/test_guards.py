@@ -1,12 +1,10 @@
 """Collapse guard (pure): window stats vs the base, trips with reasons, state round trip."""
 
-from types import SimpleNamespace
-
 import pytest
 
 from verl.config.schema import GuardConfig
 from verl.rewards.answers import INVALID
-from verl.trainer.guards import CollapseGuard, StepStats, item_entropy, step_stats
+from verl.trainer.guards import CollapseGuard, GroupStats, StepStats, item_entropy, step_stats
 
 
 def groups(*answer_lists):
@@ -14,7 +12,8 @@ def groups(*answer_lists):
     for answers in answer_lists:
         valid = [a for a in answers if a != INVALID]
         majority = max(valid, key=valid.count) if valid else INVALID
-        out.append(SimpleNamespace(answers=list(answers), majority=majority))
+        ratio = answers.count(majority) / len(answers) if valid else 0.0
+        out.append(GroupStats(majority, ratio, answers.count(INVALID) / len(answers)))
     return out
 
 

@@ -13,6 +13,7 @@ from verl.config.loader import ConfigError, load_config
 from verl.data.formats import Record
 from verl.protocol import DataProto
 from verl.rewards.registry import RewardError
+from verl.trainer.guards import GroupStats
 from verl.trainer.method import GRPOMethod, checked_scores, first_n_per_group, method_class
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "ttrv" / "config")
@@ -48,16 +49,25 @@ def test_checked_scores():
         checked_scores([1, 2], data, "m")
     with pytest.raises(ValueError, match="method 'm': non-finite score nan for prompt uid 'q'"):
         checked_scores([1, 2, float("nan")], data, "m")
+    with pytest.raises(ValueError, match="method 'm': negative advantage weight -1.0 for prompt uid 'p'"):
+        checked_scores([1, -1, 0], data, "m", "advantage weight")
 
 
-def test_grpo_method_trains_the_first_n_of_each_prompt():
+def test_grpo_method_trains_the_first_n_of_each_prompt(tmp_path):
+    f = tmp_path / "is_a.py"
+    f.write_text("def score(responses, *, hit, **kw):\n    return [hit * (r == 'A') for r in responses]\n")
     cfg = load_config(overrides=["actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.n_votes=3",
-                                 "reward.entropy_coef=0"])
+                                 f"reward.custom_reward_function={f}:score", "+reward.kwargs.hit=2.0"])
     m = GRPOMethod(cfg)
     data = rows(["p", "q", "p", "q", "p", "q"], ["A", "B", "A", "B", "B", "B"])
     np.testing.assert_array_equal(m.train_rows(data, step=1), [0, 1, 2, 3])
-    np.testing.assert_allclose(m.score(data), [2 / 3, 1, 2 / 3, 1, 1 / 3, 1], rtol=1e-6)
+    scored = m.score(data)
+    np.testing.assert_allclose(scored.values, [2, 0, 2, 0, 0, 0], rtol=1e-6)
+    # the guard's statistics: p votes A, A, B; q votes B, B, B
+    assert scored.groups == [GroupStats("A", 2 / 3, 0.0), GroupStats("B", 1.0, 0.0)]
     assert m.metrics(data, {}) == {}
+    with pytest.raises(ConfigError, match="reward.name='ttrv': algorithm.method=grpo has no named rewards"):
+        load_config(overrides=["reward.name=ttrv"])
     np.testing.assert_array_equal(first_n_per_group(data, 1), [0, 1])
 
 
@@ -67,7 +77,8 @@ def test_nan_custom_reward_stops_the_step_naming_the_function(tmp_path):
 
     f = tmp_path / "nan_reward.py"
     f.write_text("def score(responses, **kw):\n    return [float('nan')] * len(responses)\n")
-    cfg = load_config("ttrv_cpu_tiny", [f"reward.custom_reward_function={f}:score", "data.train_batch_size=1",
+    cfg = load_config("ttrv_cpu_tiny", [f"reward.custom_reward_function={f}:score", "reward.name=", "reward.kwargs={}",
+                                        "data.train_batch_size=1",
                                         "actor_rollout_ref.actor.ppo_mini_batch_size=1",
                                         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
                                         f"trainer.log_dir={tmp_path / 'logs'}", "trainer.logger=[jsonl]"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -49,3 +51,10 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+
+
+def self_certainty_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Self-certainty KL(U || softmax(z)) along the last dim (V entries): logsumexp(z) - mean(z) - ln V
+    (= -ln V - (1/V) sum_j ln softmax(z)_j; 0 for a uniform distribution, larger when more peaked)."""
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1) - math.log(logits.shape[-1])

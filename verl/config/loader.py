@@ -220,6 +220,20 @@ def _check_registry(key: str, value: str, module: str, getter: str) -> None:
         raise ConfigError(f"{key}={value!r} is not registered: {e}") from e
 
 
+def _check_method_config(cfg: RLConfig) -> None:
+    """The method's own start-up check of the sections it reads (``check_config(cfg)``, e.g. ``reward.name`` and
+    ``reward.kwargs`` of a recipe's reward registry), if the method class has one; errors become ConfigError."""
+    from verl.trainer.method import method_class
+
+    check = getattr(method_class(cfg.algorithm.method), "check_config", None)
+    if check is None:
+        return
+    try:
+        check(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+
+
 def check_loss_agg_mode(key: str, value: str) -> None:
     """``value`` must be one of the aggregation modes of :mod:`verl.algos.policy_loss` (the one list)."""
     from verl.algos.policy_loss import AGG_MODES
@@ -273,7 +287,7 @@ def finalize(cfg: RLConfig) -> RLConfig:
                     "get_policy_loss")
     check_loss_agg_mode("actor_rollout_ref.actor.loss_agg_mode", actor.loss_agg_mode)
     _check_registry("algorithm.method", cfg.algorithm.method, "verl.trainer.method", "method_class")
-    _check_registry("reward.name", cfg.reward.name, "verl.rewards.registry", "get_group_reward")
+    _check_method_config(cfg)
     from verl.algos.rollout_correction import check_correction
 
     try:

@@ -12,6 +12,7 @@ allowed values and :func:`verl.config.loader.finalize` checks them. ``None`` mea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -148,6 +149,7 @@ class RolloutCorrectionConfig:
 class AlgorithmConfig:
     adv_estimator: str = "grpo"  # registry key of verl.algos.advantage (grpo | drgrpo | grpo_batch | ...)
     method: str = "grpo"  # verl.trainer.method: registered name or "package.module:Class" (score/metrics/train_rows)
+    method_kwargs: dict[str, Any] = field(default_factory=dict)  # the method's own settings, checked by it at start-up
     norm_adv_by_std_in_grpo: bool = True
     epsilon: float = 1e-6
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
@@ -155,13 +157,13 @@ class AlgorithmConfig:
 
 @dataclass
 class RewardConfig:
-    name: str = "ttrv"
-    reward_type: str = "frequency"  # frequency | majority
-    entropy_coef: float = 0.75
-    entropy_form: str = "paper"  # paper | normalized | per_sample (per_sample survives group normalization)
-    invalid_penalty: float = -1.0  # reward of unparseable answers (they never vote unless invalid_votes)
-    invalid_votes: bool = False  # ablation: let unparseable answers vote as their own class
-    custom_reward_function: str | None = None  # "path/to/file.py:function"
+    """What scores the samples. ``name`` and ``kwargs`` are read by the method (``algorithm.method``): a recipe's
+    method looks ``name`` up in its own reward registry (recipes/ttrv: docs/rewards.md) and passes ``kwargs``
+    to it unchanged; the generic ``grpo`` method scores with ``custom_reward_function`` (also given ``kwargs``)."""
+
+    name: str = ""  # a reward of the method's registry ("" = none: custom_reward_function)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that reward, checked at start-up
+    custom_reward_function: str | None = None  # "path/to/file.py:function" (a group reward, docs/rewards.md)
 
 
 @dataclass
@@ -220,7 +222,7 @@ class RLConfig:
 
 
 # Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize. Registry-valued
-# keys (adv_estimator, policy_loss, method, reward.name, loss_agg_mode) are checked against the lists next to their code.
+# keys (adv_estimator, policy_loss, method, loss_agg_mode; reward.name by the method) are checked against the lists next to their code.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "ttrv_json", "parquet"),
     "data.on_invalid": ("error", "skip"),
@@ -230,8 +232,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "actor_rollout_ref.actor.fsdp.param_dtype": ("float32", "bfloat16"),
     "actor_rollout_ref.actor.fsdp.reduce_dtype": ("float32", "bfloat16"),
     "actor_rollout_ref.rollout.name": ("auto", "vllm", "hf"),
-    "reward.reward_type": ("frequency", "majority"),
-    "reward.entropy_form": ("paper", "normalized", "per_sample"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.resume_mode": ("auto", "disable", "resume_path"),
     "trainer.backend": ("ray", "local"),

@@ -229,6 +229,7 @@ def response_log_probs(
     calc_entropy: bool = False,
     entropy_grad: bool = True,
     share_prompt: bool = True,
+    token_stat: str = "entropy",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropy) of the last ``responses_len`` tokens of each row.
 
@@ -244,6 +245,8 @@ def response_log_probs(
         temperature: logits are divided by it (as in sampling).
         calc_entropy: also return the entropy of the (tempered) next-token distribution.
         entropy_grad: build the entropy's autograd graph (set False when it is only a metric).
+        token_stat: the per-token statistic ``calc_entropy`` returns: ``entropy`` (default) or
+            ``self_certainty`` (KL(uniform || next-token distribution), :func:`verl.algos.utils.self_certainty_from_logits`).
         share_prompt: the rows of a prompt read one prompt pass (default); ``False`` gives every row its own
             prompt pass (same numbers, the cost of a per-sample forward; for comparisons).
 
@@ -328,8 +331,9 @@ def response_log_probs(
     log_probs = nn.functional.pad(log_probs, (0, R - Tv))
     entropy = None
     if calc_entropy:
-        from verl.algos.utils import entropy_from_logits
+        from verl.algos.utils import entropy_from_logits, self_certainty_from_logits
 
+        stat_fn = {"entropy": entropy_from_logits, "self_certainty": self_certainty_from_logits}[token_stat]
         with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = nn.functional.pad(entropy_from_logits(logits)[uidx, kidx], (0, R - Tv))
+            entropy = nn.functional.pad(stat_fn(logits)[uidx, kidx], (0, R - Tv))
     return log_probs, entropy

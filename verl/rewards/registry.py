@@ -1,25 +1,28 @@
-"""The one reward path: GROUP reward functions (built-in or ``path/to/file.py:function``), checked.
+"""The one reward path: GROUP reward functions (``path/to/file.py:function`` or a method's own), checked.
 
 A group reward function receives all N responses of one prompt at once (majority voting needs the
-whole group) plus the record's non-label metadata, and returns one float per response::
+whole group) plus the record's non-label metadata and the ``reward.kwargs`` of the config, and returns
+one float per response::
 
-    fn(responses: list[str], *, prompt, options: dict, extra: dict, uid: str, data_source: str) -> list[float]
+    fn(responses: list[str], *, prompt, options: dict, extra: dict, uid: str, data_source: str, **kwargs)
+        -> list[float]
 
 ``prompt`` is the record's chat messages, ``options`` its answer options ({} for open questions),
 ``extra`` the record's extra fields minus anything that is the answer (:data:`LABEL_KEYS`), ``uid`` the
-record id and ``data_source`` its source. Built-in rewards are registered as *builders* that take the
-``reward`` config section and return such a function (:func:`register_group_reward`); the trainer calls
-:func:`build_group_reward` once and scores every batch with :func:`score_groups`, which checks each
-group's output (finite, one per response) and stops with :class:`RewardError` naming the function and
-the prompt's uid. Reward functions never receive the ground truth.
+record id and ``data_source`` its source. :func:`score_groups` calls it once per uid group and checks each
+group's output (finite, one per response), stopping with :class:`RewardError` naming the function and the
+prompt's uid; :func:`check_reward_kwargs` checks ``kwargs`` against the signature at start-up. Reward
+functions never receive the ground truth. Which rewards a method offers by name is the method's business
+(recipes/ttrv: docs/rewards.md); ``verl`` names none.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,9 @@ import numpy as np
 
 from verl.protocol import DataProto, object_array
 from verl.rewards.answers import extract_answer
-from verl.rewards.voting import ttrv_group_reward
-from verl.utils.registry import lookup, registrar
 
 GroupRewardFn = Callable[..., Sequence[float]]
-RewardBuilder = Callable[[Any], GroupRewardFn]  # reward config section -> group reward function
-GROUP_REWARDS: dict[str, RewardBuilder] = {}
+_METADATA = ("prompt", "options", "extra", "uid", "data_source")  # what score_groups passes besides kwargs
 LABEL_KEYS = frozenset({"ground_truth", "answer", "answers", "label", "labels", "gt", "gold", "solution",
                         "reward_model"})
 
@@ -43,29 +43,30 @@ class RewardError(ValueError):
 
 @dataclass(frozen=True)
 class GroupReward:
-    """A group reward function with the name it is reported under (registry key or file spec)."""
+    """A group reward function with the name it is reported under and the keyword arguments it gets."""
 
     name: str
     fn: GroupRewardFn
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
-# decorator: @register_group_reward(name) on a builder ``(reward_config) -> group reward function``
-register_group_reward = registrar(GROUP_REWARDS, "group reward")
+def custom_group_reward(spec: str, kwargs: Mapping[str, Any] | None = None) -> GroupReward:
+    """The group reward of ``path/to/file.py:function`` with ``kwargs`` checked against its signature."""
+    fn = load_custom_reward(spec)
+    check_reward_kwargs(fn, dict(kwargs or {}), spec)
+    return GroupReward(spec, fn, dict(kwargs or {}))
 
 
-def get_group_reward(name: str) -> RewardBuilder:
-    """The builder registered under ``name`` (KeyError listing the known names otherwise)."""
-    return lookup(GROUP_REWARDS, "group reward", name,
-                  " (or set reward.custom_reward_function='path/to/file.py:function')")
-
-
-def build_group_reward(cfg: Any) -> GroupReward:
-    """The reward of a ``reward`` config section: ``custom_reward_function`` if set, else the
-    registered reward ``name`` built with the section's settings."""
-    spec = cfg.custom_reward_function
-    if spec:
-        return GroupReward(spec, load_custom_reward(spec))
-    return GroupReward(cfg.name, get_group_reward(cfg.name)(cfg))
+def check_reward_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], name: str) -> None:
+    """TypeError naming ``reward.kwargs.<key>`` when ``fn`` cannot take ``kwargs`` as keyword arguments."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if n not in _METADATA and (p.kind is inspect.Parameter.KEYWORD_ONLY or
+             (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not inspect.Parameter.empty))]
+    for key in kwargs:
+        if key not in known:
+            raise TypeError(f"reward.kwargs.{key} is not a setting of reward {name!r} (its settings: {known})")
 
 
 def load_custom_reward(spec: str) -> GroupRewardFn:
@@ -119,7 +120,7 @@ def compute_group_rewards(reward: GroupReward, responses: Sequence[str], *, prom
     where = f"group reward {reward.name!r} for prompt uid {uid!r}"
     try:
         raw = reward.fn(list(responses), prompt=prompt, options=dict(options or {}), extra=without_labels(extra),
-                        uid=str(uid), data_source=str(data_source))
+                        uid=str(uid), data_source=str(data_source), **reward.kwargs)
     except RewardError:
         raise
     except Exception as e:
@@ -168,21 +169,6 @@ def batch_answers(data: DataProto) -> np.ndarray:
     return object_array([extract_answer(str(t), o or None) for t, o in zip(nt["response_text"], options)])
 
 
-@register_group_reward("ttrv")
-def ttrv_reward(cfg: Any) -> GroupRewardFn:
-    """TTRV group reward: answers extracted against the options, then :func:`ttrv_group_reward` with the
-    ``reward`` section's ``reward_type``, ``entropy_coef``, ``entropy_form``, ``invalid_penalty``, ``invalid_votes``."""
-
-    def ttrv(responses: list[str], *, prompt: Any, options: dict, extra: dict, uid: str,
-             data_source: str) -> list[float]:
-        answers = [extract_answer(r, options or None) for r in responses]
-        return ttrv_group_reward(answers, reward_type=cfg.reward_type, entropy_coef=cfg.entropy_coef,
-                                 entropy_form=cfg.entropy_form, invalid_penalty=cfg.invalid_penalty,
-                                 invalid_votes=cfg.invalid_votes).scores.tolist()
-
-    return ttrv
-
-
-__all__ = ["GROUP_REWARDS", "LABEL_KEYS", "GroupReward", "GroupRewardFn", "RewardError", "batch_answers",
-           "build_group_reward", "compute_group_rewards", "get_group_reward", "group_indices", "load_custom_reward",
-           "register_group_reward", "score_groups", "without_labels"]
+__all__ = ["LABEL_KEYS", "GroupReward", "GroupRewardFn", "RewardError", "batch_answers", "check_reward_kwargs",
+           "compute_group_rewards", "custom_group_reward", "group_indices", "load_custom_reward", "score_groups",
+           "without_labels"]

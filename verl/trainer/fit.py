@@ -33,7 +33,6 @@ from verl.trainer import metrics as M
 from verl.trainer.guards import CollapseGuard, step_stats
 from verl.trainer.method import Method, checked_scores, make_method
 from verl.trainer.predictions import validation_rows, write_jsonl
-from verl.trainer.reward_check import reward_composition_warnings
 from verl.utils.seed import rng_state, set_rng_state
 from verl.utils.timer import timed
 from verl.workers.actor import old_log_prob_in_update
@@ -67,8 +66,6 @@ class Trainer:
         self.method = method or make_method(config)  # score / metrics / train_rows (verl.trainer.method)
         self.method_name = type(method).__name__ if method is not None else config.algorithm.method
         self.adv_fn = get_adv_estimator(config.algorithm.adv_estimator)
-        for warning in reward_composition_warnings(config.reward, config.algorithm):
-            logger.warning(warning)
         self.dataloader = make_dataloader(
             train_records,
             batch_size=config.data.train_batch_size,
@@ -153,14 +150,23 @@ class Trainer:
             prompts.meta_info.update(sampling_meta(self._sampling(rollout.n_votes, greedy=False)))
             with timed("gen", timing):
                 batch = self.wg.generate_sequences(prompts)
+                aux = self._aux_rollouts(prompts)
+            token_stats = tuple(getattr(self.method, "token_stats", ()))
+            if token_stats:  # the score reads the policy's token statistics: one old-log-prob pass over all samples
+                with timed("old_log_prob", timing):
+                    batch.meta_info["token_stats"] = list(token_stats)
+                    batch = batch.union(self.wg.compute_log_prob(batch))
             with timed("reward", timing):
-                scores = checked_scores(self.method.score(batch), batch, self.method_name)
+                scored = self.method.score(batch, aux)
+                scores = checked_scores(scored.values, batch, self.method_name)
                 batch.batch["token_level_scores"] = self._scores_on_last_token(batch, scores)
+                if scored.advantage_weights is not None:
+                    weights = checked_scores(scored.advantage_weights, batch, self.method_name, "advantage weight")
+                    batch.batch["advantage_weights"] = torch.as_tensor(weights)
                 method_metrics = self.method.metrics(batch, self._labels)  # all votes; labels only reported
-                votes = M.votes_of(batch, self.config.reward.invalid_votes) if self.guard is not None else []
                 batch = batch[self.method.train_rows(batch, self.global_step)]
-            if self.correct_rollout or not old_log_prob_in_update(self.config.actor_rollout_ref.actor,
-                                                                  self.config.data.train_batch_size):
+            if "old_log_probs" not in batch.batch.keys() and (self.correct_rollout or not old_log_prob_in_update(
+                    self.config.actor_rollout_ref.actor, self.config.data.train_batch_size)):
                 with timed("old_log_prob", timing):  # else the on-policy update takes them from its own forward
                     batch = batch.union(self.wg.compute_log_prob(batch))
             if self.config.actor_rollout_ref.ref.enable:
@@ -175,18 +181,23 @@ class Trainer:
                     norm_adv_by_std=self.config.algorithm.norm_adv_by_std_in_grpo,
                     epsilon=self.config.algorithm.epsilon,
                 )
+                if "advantage_weights" in batch.batch:  # the method's per-row weights (e.g. a consensus gate)
+                    adv = adv * batch.batch["advantage_weights"][:, None]
                 batch.batch["advantages"], batch.batch["returns"] = adv, returns
             update_batch, correction_metrics = self._rollout_correction(batch)
             with timed("update_actor", timing):
                 actor_metrics = self.wg.update_actor(update_batch)
             with timed("update_weights", timing):
                 self.wg.sync_weights()
+            if callable(getattr(self.method, "after_update", None)):
+                with timed("after_update", timing):
+                    self.method.after_update(self.wg, self.global_step)
         metrics = M.mean_over_workers(actor_metrics)
         metrics.update(M.batch_metrics(batch, timing))
         metrics.update(correction_metrics)
         metrics.update(method_metrics)
         if self.guard is not None:
-            metrics.update(self.guard.observe(step_stats(votes, metrics["response_length/mean"])))
+            metrics.update(self.guard.observe(step_stats(scored.groups, metrics["response_length/mean"])))
         metrics["training/global_step"] = self.global_step
         metrics["training/epoch"] = self.dataloader.sampler.epoch
         return metrics, timing
@@ -207,6 +218,17 @@ class Trainer:
         update = DataProto.from_dict(tensors=tensors, non_tensors=dict(batch.non_tensor_batch),
                                      meta_info=dict(batch.meta_info))
         return update, metrics
+
+    def _aux_rollouts(self, prompts: DataProto) -> DataProto | None:
+        """Samples of the method's auxiliary prompts (``aux_prompts``: e.g. augmented views), sampled like the
+        votes with the number per prompt the method asks for; None when it has none."""
+        make = getattr(self.method, "aux_prompts", None)
+        request = make(prompts, self.global_step) if callable(make) else None
+        if request is None:
+            return None
+        aux_prompts, n = request
+        aux_prompts.meta_info.update(sampling_meta(self._sampling(n, greedy=False)))
+        return self.wg.generate_sequences(aux_prompts)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Label-free collapse guards: watch the adaptation rollouts and say when the model is collapsing.
 
-Per training step the guard records, from the vote groups alone (no labels): the majority answer
-of every item, the invalid-answer ratio, the majority ratio and the mean response length.  Over
+Per training step the guard records, from the method's label-free statistics of each prompt's samples
+(:class:`GroupStats`, returned by the method's ``score``; the same numbers the method itself uses): the
+majority answer of every item, the invalid-answer ratio, the majority ratio and the mean response length.  Over
 the last ``window`` steps it computes
 
 - ``guard/item_answer_entropy``: entropy (nats) of the majority answers ACROSS the window's items
@@ -30,9 +31,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from verl.config.schema import GuardConfig
-from verl.rewards.answers import INVALID
 
 GUARD_ACTIONS = ("warn", "stop", "rollback")
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Label-free statistics of one prompt's sampled answers (computed by the method, once per step)."""
+
+    majority: str  # the most frequent valid answer (INVALID when none is valid)
+    majority_ratio: float  # fraction of the samples that give it (0 when there is none)
+    invalid_ratio: float  # fraction of unparseable samples
 
 
 @dataclass
@@ -45,13 +54,10 @@ class StepStats:
     response_length: float
 
 
-def step_stats(groups: Sequence, response_length: float) -> StepStats:
-    """Stats of one step from the reward phase's groups (``answers`` and ``majority`` per item)."""
-    inv = [sum(a == INVALID for a in g.answers) / max(1, len(g.answers)) for g in groups]
-    maj = [sum(a == g.majority for a in g.answers) / len(g.answers) if g.majority != INVALID and g.answers else 0.0
-           for g in groups]
-    return StepStats(majorities=[str(g.majority) for g in groups], invalid_ratio=_mean(inv),
-                     majority_ratio=_mean(maj), response_length=float(response_length))
+def step_stats(groups: Sequence[GroupStats], response_length: float) -> StepStats:
+    """Stats of one step from the method's per-prompt statistics."""
+    return StepStats(majorities=[str(g.majority) for g in groups], invalid_ratio=_mean([g.invalid_ratio for g in groups]),
+                     majority_ratio=_mean([g.majority_ratio for g in groups]), response_length=float(response_length))
 
 
 def _mean(xs: Sequence[float]) -> float:

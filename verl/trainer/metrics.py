@@ -1,6 +1,6 @@
 """Metric assembly for the controller loop (names follow verl / TTRL conventions).
 
-Only :func:`validation_metrics` (and a method's own ``metrics``, e.g. ``recipes.ttrv.method``) reads
+Only :func:`validation_metrics` (and a method's own ``metrics``, e.g. TTRV's: recipes/ttrv/method.py) reads
 ground-truth labels; they report them and feed nothing back into training.
 """
 
@@ -15,8 +15,7 @@ import torch
 from verl.protocol import DataProto
 from verl.rewards import metrics as label_metrics
 from verl.rewards.answers import INVALID, normalize_ground_truth
-from verl.rewards.registry import group_indices
-from verl.rewards.voting import Votes, answer_entropy
+from verl.rewards.voting import answer_entropy
 
 
 def _stats(prefix: str, x: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -64,16 +63,6 @@ def batch_metrics(batch: DataProto, timing: dict[str, float]) -> dict[str, float
         ent = torch.masked_select(batch.batch["entropys"], mask.bool())
         out["actor/entropy_rollout"] = float(ent.mean()) if ent.numel() else 0.0
     return out
-
-
-def votes_of(batch: DataProto, invalid_votes: bool = False) -> list[Votes]:
-    """The ``answer`` column grouped by prompt uid (first-appearance order), as :class:`Votes`."""
-    nt = batch.non_tensor_batch
-    if "answer" not in nt:
-        raise KeyError("the batch has no 'answer' column: the method's score must write the extracted answers "
-                       "(trainer.guard and vote metrics need them)")
-    return [Votes(uid, [str(nt["answer"][i]) for i in idx], invalid_votes)
-            for uid, idx in group_indices(nt["uid"]).items()]
 
 
 def normalized_labels(records: Sequence) -> dict[str, str]:

@@ -63,10 +63,10 @@ class _PolicyModule(nn.Module):
         self.hf = hf
 
     def forward(self, input_ids, attention_mask, responses_len, image_inputs, prompt_index,
-                temperature=1.0, calc_entropy=False, entropy_grad=True, share_prompt=True):
+                temperature=1.0, calc_entropy=False, entropy_grad=True, share_prompt=True, token_stat="entropy"):
         return response_log_probs(self.hf, input_ids, attention_mask, responses_len, image_inputs,
                                   prompt_index, temperature=temperature, calc_entropy=calc_entropy,
-                                  entropy_grad=entropy_grad, share_prompt=share_prompt)
+                                  entropy_grad=entropy_grad, share_prompt=share_prompt, token_stat=token_stat)
 
 
 def _column(data, key: str, where: str):
@@ -172,7 +172,8 @@ class FSDPActor:
             index.append(keys[key])
         return inputs, index
 
-    def _forward(self, data, rows: list[int], cache: dict, calc_entropy: bool, entropy_grad: bool = True):
+    def _forward(self, data, rows: list[int], cache: dict, calc_entropy: bool, entropy_grad: bool = True,
+                 token_stat: str = "entropy"):
         sel = torch.as_tensor(rows, dtype=torch.long)
         input_ids = _column(data, "input_ids", "actor")[sel].to(self.device)
         attn = _column(data, "attention_mask", "actor")[sel].to(self.device)
@@ -180,7 +181,8 @@ class FSDPActor:
         image_inputs, pidx = self._image_inputs(data, rows, cache)
         temperature = float(data.meta_info.get("temperature", 1.0) or 1.0)
         return self.module(input_ids, attn, R, image_inputs, pidx, temperature=temperature,
-                           calc_entropy=calc_entropy, entropy_grad=entropy_grad, share_prompt=self.cfg.share_prompt)
+                           calc_entropy=calc_entropy, entropy_grad=entropy_grad, share_prompt=self.cfg.share_prompt,
+                           token_stat=token_stat)
 
     def _micro_batches(self, data, rows: list[int], max_tokens: int) -> list[list[int]]:
         """Token-budget micro-batches of ``rows``, the same count on every rank (a zero-weight ``None``
@@ -200,15 +202,17 @@ class FSDPActor:
         return mbs
 
     @torch.no_grad()
-    def compute_log_prob(self, data, calc_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs ``[N, R]`` (and entropy) of ``responses`` under the current weights (CPU float32)."""
+    def compute_log_prob(self, data, calc_entropy: bool = False,
+                         token_stat: str = "entropy") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs ``[N, R]`` (and the per-token ``token_stat``: entropy or self_certainty) of ``responses``
+        under the current weights (CPU float32), from one forward."""
         self.module.eval()
         n = len(data)
         R = int(_column(data, "responses", "actor").shape[1])
         lps, ents = torch.zeros(n, R), (torch.zeros(n, R) if calc_entropy else None)
         cache: dict = {}
         for rows in self._micro_batches(data, list(range(n)), self.cfg.log_prob_max_token_len_per_gpu):
-            lp, ent = self._forward(data, rows or [0], cache, calc_entropy)
+            lp, ent = self._forward(data, rows or [0], cache, calc_entropy, token_stat=token_stat)
             if rows is not None:  # None: a pass that only keeps this rank in step with the others
                 lps[rows] = lp.float().cpu()
                 if calc_entropy:

@@ -32,6 +32,8 @@ class ActorRolloutRefWorker(Worker):
         self.actor = None
         self.ref = None
         self.rollout = None
+        self.ema: dict[str, torch.Tensor] | None = None  # EMA of the trainable weights (update_ema), on first use
+        self._actor_backup: dict[str, torch.Tensor] = {}
 
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> dict:
@@ -55,20 +57,38 @@ class ActorRolloutRefWorker(Worker):
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        """Sample responses for this rank's share of prompts (``meta_info`` carries sampling settings)."""
+        """Sample responses for this rank's share of prompts (``meta_info`` carries sampling settings;
+        ``meta_info["weights"] == "ema"`` samples from the EMA of the actor's trainable weights instead)."""
+        ema = prompts.meta_info.get("weights") == "ema"
+        if ema:
+            self._load_rollout_weights(self._ema_or_init())
         self.rollout.wake_up()
         try:
             return self.rollout.generate(prompts)
         finally:
             self.rollout.sleep()
+            if ema:
+                self._load_rollout_weights(None)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_log_prob(self, data: DataProto) -> DataProto:
-        """Log-probs (and entropy) of the responses under the current actor: ``old_log_probs``."""
-        log_probs, entropy = self.actor.compute_log_prob(data, calc_entropy=True)
+        """Log-probs of the responses under the current actor (``old_log_probs``) and, from the same forward,
+        the per-token entropy (``entropys``) or, when ``meta_info["token_stats"]`` asks, per-response means
+        over the response tokens of ``token_entropy`` and / or ``self_certainty`` ([N] each)."""
+        asked = list(data.meta_info.get("token_stats", []))
+        unknown = sorted(set(asked) - {"token_entropy", "self_certainty"})
+        if unknown:
+            raise ValueError(f"compute_log_prob: unknown token_stats {unknown} (token_entropy, self_certainty)")
+        stat = "self_certainty" if "self_certainty" in asked and "token_entropy" not in asked else "entropy"
+        log_probs, per_token = self.actor.compute_log_prob(data, calc_entropy=True, token_stat=stat)
         tensors = {"old_log_probs": log_probs}
-        if entropy is not None:
-            tensors["entropys"] = entropy
+        if stat == "entropy":
+            tensors["entropys"] = per_token
+        if asked:
+            from verl.algos.utils import masked_mean
+
+            mean = masked_mean(per_token, data.batch["response_mask"].float(), dim=-1)
+            tensors.update({name: mean for name in asked})  # one stat asked at a time (the method's)
         return DataProto.from_dict(tensors=tensors)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
@@ -108,6 +128,35 @@ class ActorRolloutRefWorker(Worker):
         t0 = time.perf_counter()
         self.rollout.load_weights(self.actor.state_dict_for_sync())
         return time.perf_counter() - t0
+
+    @register(Dispatch.ONE_TO_ALL)
+    def update_ema(self, decay: float) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, over the actor's trainable parameters (this rank's shards;
+        started from the weights before the first update)."""
+        ema = self._ema_or_init()
+        with torch.no_grad():
+            for name, p in self.actor.module.named_parameters():
+                if name in ema:
+                    ema[name].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+
+    def _ema_or_init(self) -> dict[str, torch.Tensor]:
+        if self.ema is None:
+            self.ema = {n: p.detach().clone() for n, p in self.actor.module.named_parameters() if p.requires_grad}
+        return self.ema
+
+    def _load_rollout_weights(self, ema: dict[str, torch.Tensor] | None) -> None:
+        """The rollout engine gets the EMA weights (``ema``) or the actor's again (None)."""
+        with torch.no_grad():
+            params = dict(self.actor.module.named_parameters())
+            if ema is not None:
+                self._actor_backup = {n: params[n].detach().clone() for n in ema}
+                for n, t in ema.items():
+                    params[n].copy_(t)
+            self.rollout.load_weights(self.actor.state_dict_for_sync())
+            if ema is not None:
+                for n, t in self._actor_backup.items():
+                    params[n].copy_(t)
+                self._actor_backup = {}
 
     @register(Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, step_dir: str) -> None:

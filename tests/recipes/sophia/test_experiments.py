@@ -37,7 +37,7 @@ def test_gold_reward_method_by_hand():
     m = GoldRewardMethod({"q1": "7", "q2": "3"})
     batch = DataProto.from_dict(non_tensors={"uid": ["q1", "q1", "q2"],
                                              "response_text": [r"so \boxed{7}", r"\boxed{8}", "3"]})
-    assert m.score(batch).tolist() == [1.0, 0.0, 0.0]  # the last one has no final answer
+    assert m.score(batch).values.tolist() == [1.0, 0.0, 0.0]  # the last one has no final answer
     assert m.metrics(batch, {})["grpo/reward_mean"] == pytest.approx(1 / 3)
     assert m.train_rows(batch, step=1).tolist() == [0, 1, 2]
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from recipes.ttrv.method import TTRVMethod, train_subset, vote_metrics
+from recipes.ttrv.voting import VoteGroup
 from verl.config.loader import load_config
 from verl.protocol import DataProto
 from verl.rewards.answers import INVALID
-from verl.rewards.voting import Votes, select_train_subset
+from verl.rewards.voting import select_train_subset
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "recipes" / "ttrv" / "config")
 OPTIONS = {"A": "cat", "B": "dog", "C": "cow"}
@@ -34,9 +35,10 @@ def method(*overrides: str) -> TTRVMethod:
 
 
 def test_score_and_metrics_by_hand():
-    m = method("reward.entropy_form=paper", "reward.entropy_coef=0.5")
+    m = method("++reward.kwargs.entropy_form=paper", "++reward.kwargs.entropy_coef=0.5")
     data = votes({"p": ["A", "cat", "B", "<|im_end|>"], "q": ["B", "A", "A", "B"]})
-    scores = m.score(data)
+    scored = m.score(data)
+    scores = scored.values
     assert data.non_tensor_batch["answer"].tolist() == ["A", "A", "B", INVALID, "B", "A", "A", "B"]
     h_p = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))  # valid votes A, A, B
     h_q = math.log(2)
@@ -52,7 +54,7 @@ def test_score_and_metrics_by_hand():
 
 
 def test_vote_metrics_invalid_majority():
-    out = vote_metrics([Votes("p", [INVALID, INVALID])])
+    out = vote_metrics([VoteGroup("p", [0, 1], [INVALID, INVALID])])
     assert out == {"train/answer_entropy": 0.0, "train/invalid_ratio": 1.0, "train/majority_ratio": 0.0}
 
 
