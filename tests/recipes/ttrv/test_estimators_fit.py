@@ -40,8 +40,10 @@ def train_one_step(cfg, records):
     trainer = Trainer(cfg, records, [], tracker)
     try:
         trainer.init_workers()
+        before = trainer.wg.full_state_dict()[0]
         trainer.fit()
         weights = trainer.wg.full_state_dict()[0]
+        assert any(not np.array_equal(before[k], weights[k]) for k in before)  # the step trained
     finally:
         trainer.close()
         tracker.finish()
