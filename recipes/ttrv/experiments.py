@@ -297,7 +297,10 @@ def plots(runs: list[Run], out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=sorted(VARIANTS), default="full")
+    from recipes.ttrv import estimator_grid
+
+    p.add_argument("--variant", choices=sorted(VARIANTS) + sorted(estimator_grid.SIZES), default="full",
+                   help="estimators: the label-free rewards comparison (recipes/ttrv/estimator_grid.py)")
     p.add_argument("--data", default="data/digits")
     p.add_argument("--model", default="checkpoints/tiny_base/qwen2_5_vl", help="base model (built if missing)")
     p.add_argument("--single-token-model", default="checkpoints/tiny_base/qwen2_5_vl_digit",
@@ -309,7 +312,6 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("overrides", nargs="*", help="trainer overrides added to every run (e.g. to compare a switch)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    v = replace(VARIANTS[a.variant], extra=[*VARIANTS[a.variant].extra, *a.overrides])
     data, out = Path(a.data), Path(a.out or f"logs/ttrv_results/{a.variant}")
     if not (data / "manifest.json").is_file():
         from verl.data.digits import build_digits_dataset
@@ -319,6 +321,14 @@ def main(argv: list[str] | None = None) -> str:
 
     if not (Path(a.model) / "config.json").is_file():
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", a.model])
+    if a.variant in estimator_grid.SIZES:  # written to docs/results/estimators.md (--results-page to redirect)
+        md = estimator_grid.run(estimator_grid.SIZES[a.variant], data, a.model, out, a.jobs)
+        page = a.results_page or (estimator_grid.PAGE if a.variant == "estimators" else None)
+        if page:
+            estimator_grid.publish(md, out / estimator_grid.PLOT, Path(page))
+        print(md)
+        return md
+    v = replace(VARIANTS[a.variant], extra=[*VARIANTS[a.variant].extra, *a.overrides])
     single = a.single_token_model if v.single_token_row else None
     if single:  # cached: a no-op when up to date
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", single, "--answer-form", "digit"])
