@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> str:
     if not (Path(a.model) / "config.json").is_file():
         pretrain(["--arch", "qwen2_5_vl", "--data", str(data), "--out", a.model])
     if a.variant in estimator_grid.SIZES:  # written to docs/results/estimators.md (--results-page to redirect)
-        md = estimator_grid.run(estimator_grid.SIZES[a.variant], data, a.model, out, a.jobs)
-        page = a.results_page or (estimator_grid.PAGE if a.variant == "estimators" else None)
+        md = estimator_grid.run(estimator_grid.SIZES[a.variant], data, a.model, out, a.jobs, a.variant)
+        page = a.results_page or (estimator_grid.PAGE if a.variant != "estimators-small" else None)
         if page:
             estimator_grid.publish(md, out / estimator_grid.PLOT, Path(page))
         print(md)

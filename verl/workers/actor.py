@@ -204,8 +204,7 @@ class FSDPActor:
     @torch.no_grad()
     def compute_log_prob(self, data, calc_entropy: bool = False,
                          token_stat: str = "entropy") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs ``[N, R]`` (and the per-token ``token_stat``: entropy or self_certainty) of ``responses``
-        under the current weights (CPU float32), from one forward."""
+        """Log-probs ``[N, R]`` of ``responses`` and the per-token ``token_stat`` (entropy | self_certainty)."""
         self.module.eval()
         n = len(data)
         R = int(_column(data, "responses", "actor").shape[1])
