@@ -165,6 +165,7 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, step_dir: str) -> None:
         self.actor.load_checkpoint(os.path.join(step_dir, "actor"))
+        self.ema = None  # an EMA teacher (not checkpointed) restarts from the loaded weights
         self.rollout.load_weights(self.actor.state_dict_for_sync())
 
     @register(Dispatch.ONE_TO_ALL)
