@@ -285,6 +285,9 @@ def select_stage(cfg: SophiaConfig, questions: Sequence[Question], captions: dic
         by_type.setdefault(q.extra.get("qtype", "all"), []).append(q.uid in kept_ids)
     for qt, flags in sorted(by_type.items()):  # the filter can favour easy question types
         stats[f"sophia/kept_fraction/{qt}"] = float(np.mean(flags))
+        stats[f"sophia/dropped/by_type/{qt}"] = len(flags) - int(sum(flags))
+    logger.info("select: kept %d of %d questions; dropped per type: %s", res.n_kept_questions, n_asked,
+                ", ".join(f"{qt} {len(f) - int(sum(f))}/{len(f)}" for qt, f in sorted(by_type.items())))
     out = {"stats": stats, "caption_reward_hist": res.caption_reward_hist, "length_unit": res.length_unit}
     write_json(run / "selection.json", out)
     write_stamp(run, stamp, "selection.stamp.json")

@@ -97,6 +97,7 @@ def test_rewards_and_selection(setup):
     qtypes = {r["qtype"] for r in rows}
     assert {k for k in s if k.startswith("sophia/kept_fraction/")} == {f"sophia/kept_fraction/{t}" for t in qtypes}
     assert all(s[f"sophia/kept_fraction/{t}"] == 0.0 for t in qtypes)
+    assert {t: s[f"sophia/dropped/by_type/{t}"] for t in qtypes} == {t: sum(r["qtype"] == t for r in rows) for t in qtypes}
     assert s["sophia/reasoning_accuracy"] == pytest.approx(np.mean([x for r in rewards for x in r["rewards"]]))
     cfg.select.alpha = 0.5  # now the right captions qualify; the misread one (R = 0 for sum) does not
     s = run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: FakeReasoner())

@@ -168,3 +168,22 @@ def test_killed_update_resumes_to_the_same_weights(env):
     want = load_file(ref.run_path / "model" / "model.safetensors")
     got = load_file(cfg.run_path / "model" / "model.safetensors")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_take_the_same_update(env, ray_local):
+    """The same update on 1 worker (local backend) and 2 Ray workers (3 trajectories per step: one padding
+    row on the second worker) gives the same weights in fp32."""
+    from safetensors.torch import load_file
+
+    extra = ("trainer.total_epochs=2",)
+    one = make_cfg(*env, "one_worker", *extra)
+    two = make_cfg(*env, "two_workers", *extra, "trainer.backend=ray", "trainer.n_gpus_per_node=2")
+    for cfg in (one, two):
+        write_selected(cfg)
+        assert run_update(cfg)["steps"] == 2
+    a = load_file(one.run_path / "model" / "model.safetensors")
+    b = load_file(two.run_path / "model" / "model.safetensors")
+    base = load_file(f"{one.model_path}/model.safetensors")
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
