@@ -8,6 +8,7 @@ Each step:
    the votes are grouped ONCE per prompt (:func:`recipes.ttrv.voting.vote_groups`), and the estimator
    ``reward.name`` (:mod:`recipes.ttrv.estimators`, given ``reward.kwargs``) scores every vote from them.
    The same groups give the collapse guard its statistics (returned with the scores) and the metrics.
+   On the first step, one warning when most answers cannot be read (:mod:`recipes.ttrv.readability`).
 2. ``metrics``: label-free vote statistics (answer entropy, invalid and majority ratios) and TTRL's label
    metrics (label / reward accuracy, pass@N, ...; labels are reported, never trained on), over all votes.
 3. ``train_rows``: ``rollout.n`` of each prompt's ``n_votes`` votes, a random subset seeded by
@@ -27,6 +28,7 @@ import numpy as np
 
 from recipes.ttrv.controls import controls_from, prompt_weights, row_weights
 from recipes.ttrv.estimators import AUX_MAKERS, build_estimator
+from recipes.ttrv.readability import unreadable_warning
 from recipes.ttrv.reward_check import reward_composition_warnings
 from recipes.ttrv.views import original_uid
 from recipes.ttrv.voting import VoteGroup, vote_groups
@@ -82,6 +84,7 @@ class TTRVMethod:
         self.seed = config.trainer.seed
         self.groups: list[VoteGroup] = []  # of the latest scored batch (metrics read them)
         self.weights: list[float] = []  # the controls' advantage weight per prompt of that batch
+        self.readability_checked = False  # the first scored batch is checked for unreadable answers
         for warning in reward_composition_warnings(self.estimator, config.algorithm):
             logger.warning(warning)
 
@@ -100,6 +103,12 @@ class TTRVMethod:
 
     def score(self, batch: DataProto, aux: DataProto | None = None) -> Scores:
         batch.non_tensor_batch["answer"] = batch_answers(batch)
+        if not self.readability_checked:
+            self.readability_checked = True
+            nt = batch.non_tensor_batch
+            prompts = list(nt["prompt"]) if "prompt" in nt else [""] * len(batch)
+            if warning := unreadable_warning(list(nt["answer"]), list(nt["response_text"]), prompts, list(nt["uid"])):
+                logger.warning(warning)
         self.groups = vote_groups(batch)
         scores = self.estimator(batch, self.groups, aux_answers(aux))
         weights = None

@@ -53,6 +53,25 @@ def test_score_and_metrics_by_hand():
     assert out["train/pass@4"] == pytest.approx(1.0)
 
 
+def test_first_step_with_mostly_unreadable_answers_warns_once_with_two_prompts(caplog):
+    m = method()
+    data = votes({"p": ["rouge", "rouge", "A", "bleu"], "q": ["vert", "B", "noir", "jaune"]})
+    data.non_tensor_batch["prompt"] = np.array(
+        [[{"role": "user", "content": f"<image> Which animal ({u})?"}] for u in data.non_tensor_batch["uid"]],
+        dtype=object)
+    with caplog.at_level("WARNING", logger="recipes.ttrv"):
+        m.score(data)
+        m.score(data)  # later steps: silent
+    warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert warnings == ["6 of 8 answers (75 %) on the first step cannot be read against the options: check the "
+                        "prompt format and the option style. prompt '<image> Which animal (p)?' -> response "
+                        "'rouge'; prompt '<image> Which animal (q)?' -> response 'vert'"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recipes.ttrv"):
+        method().score(votes({"p": ["A", "cat", "B", "?"]}))  # readable: no warning
+    assert not [r for r in caplog.records if "cannot be read" in r.getMessage()]
+
+
 def test_vote_metrics_invalid_majority():
     out = vote_metrics([VoteGroup("p", [0, 1], [INVALID, INVALID])])
     assert out == {"train/answer_entropy": 0.0, "train/invalid_ratio": 1.0, "train/majority_ratio": 0.0}
