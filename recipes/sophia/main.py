@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from recipes.sophia.config import CONFIG_DIR, DEFAULT_CONFIG_NAME, load_sophia_config
@@ -33,11 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def report(summary: dict[str, Any], seconds: float) -> None:
     base, after = summary.get("eval/base/acc"), summary.get("eval/sophia/acc")
     kept = summary.get("sophia/kept_fraction")
-    print(f"run folder: {summary['run_dir']}  ({seconds:.0f} s)")
+    print(f"run folder (logs, stage files, model): {summary['run_dir']}  ({seconds:.0f} s)")
     if kept is not None:
         print(f"kept questions: {100 * kept:.1f}%  reasoning accuracy: {100 * summary['sophia/reasoning_accuracy']:.1f}%")
     if base is not None and after is not None:
         print(f"held-out VLM accuracy (greedy): base {100 * base:.1f}% -> SOPHIA {100 * after:.1f}%")
+    if summary.get("plots"):
+        names = ", ".join(Path(p).name for p in summary["plots"])
+        print(f"plots: {Path(summary['plots'][0]).parent}/ ({names})")
 
 
 def main(argv: list[str] | None = None) -> int:

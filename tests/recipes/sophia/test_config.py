@@ -81,3 +81,14 @@ def test_local_reasoner_gets_trust_remote_code(monkeypatch):
     cfg = load_sophia_config(overrides=["reason.trust_remote_code=true"])
     R.make_reasoner(cfg.reason)
     assert seen == [(cfg.reason.model_path, True)]
+
+
+def test_report_names_the_run_folder_and_the_plots(capsys):
+    from recipes.sophia.main import report
+
+    report({"run_dir": "logs/sophia/x", "eval/base/acc": 0.0, "eval/sophia/acc": 0.785,
+            "plots": ["logs/sophia/x/plots/accuracy.png", "logs/sophia/x/plots/caption_reward_hist.png"]}, 12.0)
+    assert capsys.readouterr().out.splitlines() == [
+        "run folder (logs, stage files, model): logs/sophia/x  (12 s)",
+        "held-out VLM accuracy (greedy): base 0.0% -> SOPHIA 78.5%",
+        "plots: logs/sophia/x/plots/ (accuracy.png, caption_reward_hist.png)"]
