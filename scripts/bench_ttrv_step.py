@@ -71,8 +71,9 @@ def real_processor():
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from verl.models import real_shape as rs
+    from verl.models.chat_templates import QWEN2_VL_CHAT_TEMPLATE
     from verl.models.processors import Qwen2_5_VLImageProcessorOnly
-    from verl.models.qwen_tokenizer import QWEN2_VL_CHAT_TEMPLATE, build_qwen_tokenizer
+    from verl.models.qwen_tokenizer import build_qwen_tokenizer
 
     image = Qwen2VLImageProcessorPil(size={"shortest_edge": rs.QWEN_MIN_PIXELS, "longest_edge": rs.QWEN_MAX_PIXELS},
                                      patch_size=14, temporal_patch_size=2, merge_size=2,

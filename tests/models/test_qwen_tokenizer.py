@@ -8,9 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl.models.qwen_tokenizer import (
+from verl.models.chat_templates import (
     INTERNVL3_HF_CHAT_TEMPLATE,
     QWEN2_VL_CHAT_TEMPLATE,
+    QWEN3_VL_CHAT_TEMPLATE,
+)
+from verl.models.qwen_tokenizer import (
     added_tokens,
     build_qwen_tokenizer,
     reference_encoding,
@@ -88,6 +91,23 @@ def test_chat_templates():
     intern = build_qwen_tokenizer("internvl3", INTERNVL3_HF_CHAT_TEMPLATE)
     assert intern.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
         "<|im_start|>user\n<IMG_CONTEXT>\nWhat digit?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_qwen3_vl_tokens_and_template():
+    """Qwen3's tokens at their published ids; the Instruct template has no default system prompt."""
+    tok = build_qwen_tokenizer("qwen3-vl", QWEN3_VL_CHAT_TEMPLATE)
+    published = {"<|image_pad|>": 151655, "<|vision_start|>": 151652, "<tool_call>": 151657, "</tool_call>": 151658,
+                 "<tool_response>": 151665, "</tool_response>": 151666, "<think>": 151667, "</think>": 151668}
+    assert {t: tok.convert_tokens_to_ids(t) for t in published} == published and len(tok) == 151669
+    assert tok("<think>\nA\n</think>")["input_ids"] == [151667, 198, 32, 198, 151668]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What digit?"}]}]
+    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What digit?<|im_end|>\n<|im_start|>assistant\n")
+    with_system = [{"role": "system", "content": "Be brief."}, *messages,
+                   {"role": "assistant", "content": "7"}]
+    assert tok.apply_chat_template(with_system, tokenize=False) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "What digit?<|im_end|>\n<|im_start|>assistant\n7<|im_end|>\n")
 
 
 def test_unknown_family_is_one_readable_error():

@@ -19,8 +19,10 @@ from PIL import Image
 
 from verl.models.real_shape import REAL_SHAPES, build_real_shape, shape_config
 
-SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen2-vl-2b": (256, 160), "internvl3-2b": (256, 128)}
-IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen2-vl-2b": 151655, "internvl3-2b": 151667}
+SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen2-vl-2b": (256, 160), "qwen3-vl-4b": (320, 128), "internvl3-2b": (256, 128)}
+IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen2-vl-2b": 151655, "qwen3-vl-4b": 151655, "internvl3-2b": 151667}
+# a 448x448 image: 32x32 patches of 14 px merged 2x2 (Qwen2/2.5-VL), 28x28 of 16 px (Qwen3-VL), one 448 tile
+TOKENS_448 = {"qwen2.5-vl-3b": 256, "qwen2-vl-2b": 256, "qwen3-vl-4b": 196, "internvl3-2b": 256}
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +77,24 @@ def test_reduced_shapes_keep_head_dim_and_mrope():
     assert t.num_key_value_heads == 1 and t.rope_parameters["mrope_section"] == [16, 24, 24]
     assert (t.num_hidden_layers, v.depth, v.fullatt_block_indexes, v.hidden_size // v.num_heads) == (3, 9, [7], 80)
     assert shape_config("qwen2.5-vl-3b", vision_layers=2).vision_config.fullatt_block_indexes == [1]
-    with pytest.raises(ValueError, match="hidden=200 must be a positive multiple of the head dimension 128"):
+    with pytest.raises(ValueError, match="hidden=200 must be a positive multiple of 128"):
         shape_config("qwen2.5-vl-3b", hidden=200)
+    for name, (hidden, inter, layers, heads) in {"qwen3-vl-4b": (2560, 9728, 36, 32),
+                                                 "qwen3-vl-2b": (2048, 6144, 28, 16)}.items():
+        q3 = shape_config(name, full=True)
+        t, v = q3.text_config, q3.vision_config
+        assert (t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads,
+                t.head_dim, t.vocab_size, t.max_position_embeddings) == (hidden, inter, layers, heads, 8, 128, 151936,
+                                                                         262144)
+        assert t.rope_parameters == {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True}
+        assert (v.depth, v.hidden_size, v.intermediate_size, v.num_heads, v.out_hidden_size, v.patch_size,
+                v.spatial_merge_size, v.deepstack_visual_indexes, v.num_position_embeddings) == (
+            24, 1024, 4096, 16, hidden, 16, 2, [5, 11, 17], 2304)
+        assert q3.tie_word_embeddings and (q3.image_token_id, q3.vision_start_token_id) == (151655, 151652)
+    assert shape_config("qwen3-vl-4b").vision_config.deepstack_visual_indexes == [1]  # 2 blocks: the last one
+    assert shape_config("qwen3-vl-4b", vision_layers=12).vision_config.deepstack_visual_indexes == [5, 11]
+
     with pytest.raises(ValueError, match="unknown real-shape model 'qwen9'"):
         shape_config("qwen9")
 
@@ -107,14 +125,14 @@ def test_folder_reads_like_the_release(real_shape_path):
 
 
 @pytest.mark.parametrize("model", sorted(SMALL))
-def test_448_image_gives_256_tokens_and_a_forward(real_shape_path, model):
+def test_448_image_tokens_and_a_forward(real_shape_path, model):
     from verl.models.load import load_vlm
 
     net, processor = load_vlm(real_shape_path(model), dtype=torch.float32)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which digit is it?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     enc = processor(text=[text], images=[Image.new("RGB", (448, 448), (120, 30, 200))], return_tensors="pt")
-    assert int((enc["input_ids"] == IMAGE_TOKEN[model]).sum()) == 256
+    assert int((enc["input_ids"] == IMAGE_TOKEN[model]).sum()) == TOKENS_448[model]
     with torch.no_grad():
         logits = net(**enc).logits
     assert logits.shape[-1] == REAL_SHAPES[model].vocab and torch.isfinite(logits).all()

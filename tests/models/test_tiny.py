@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from verl.models.tiny import DEFAULT_TINY_ARCHS, build_tiny_vlm, build_tokenizer
+from verl.models.family import FAMILIES
+from verl.models.tiny import build_tiny_vlm, build_tokenizer
 
-ARCHS = list(DEFAULT_TINY_ARCHS)
+ARCHS = sorted(FAMILIES)
 EXPECTED_FILES = {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
                   "tokenizer_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
                   "chat_template.jinja"}

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from verl.models.family import FAMILIES
 from verl.models.vlm_forward import encode_images, response_log_probs, vision_modules
 
-ARCHS = ["qwen2_vl", "qwen2_5_vl", "internvl"]
+ARCHS = sorted(FAMILIES)
 
 
 def _png(seed: int, h: int = 56, w: int = 56) -> bytes:
@@ -71,7 +72,7 @@ def naive_log_probs(arch, model, input_ids, attention_mask, image_inputs, prompt
 def naive_logits(arch, model, input_ids, attention_mask, image_inputs, prompt_index, R):
     """The next-token logits ``[b, R, V]`` that predict each response token (plain forward, as above)."""
     kwargs = {"pixel_values": torch.cat([image_inputs[p]["pixel_values"] for p in prompt_index])}
-    if arch == "internvl":
+    if not FAMILIES[arch].mrope:
         kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     else:
         kwargs["image_grid_thw"] = torch.cat([image_inputs[p]["image_grid_thw"] for p in prompt_index])
@@ -228,7 +229,10 @@ def test_encode_images_shapes(arch_model):
     *_, imgs, _ = make_batch(processor)
     with torch.no_grad():
         one = encode_images(model, imgs[0]["pixel_values"], imgs[0].get("image_grid_thw"))
-        both = encode_images(model, torch.cat([p["pixel_values"] for p in imgs]),
-                             None if arch == "internvl" else torch.cat([p["image_grid_thw"] for p in imgs]))
-    assert one.dim() == 2 and one.shape[1] == model.config.text_config.hidden_size
-    assert torch.allclose(both[: one.shape[0]], one, atol=1e-5)
+        grids = [p["image_grid_thw"] for p in imgs if "image_grid_thw" in p]
+        both = encode_images(model, torch.cat([p["pixel_values"] for p in imgs]), torch.cat(grids) if grids else None)
+    assert one.embeds.dim() == 2 and one.embeds.shape[1] == model.config.text_config.hidden_size
+    assert torch.allclose(both.embeds[: one.embeds.shape[0]], one.embeds, atol=1e-5)
+    assert (one.deepstack is not None) == FAMILIES[arch].deepstack
+    for a, b in zip(one.deepstack or [], both.deepstack or [], strict=True):
+        assert a.shape == one.embeds.shape and torch.allclose(b[: a.shape[0]], a, atol=1e-5)

@@ -3,12 +3,11 @@
 Public API
 ----------
 - ``load_vlm(path, *, dtype=torch.float32, device="cpu", trust_remote_code=False, attn_implementation="sdpa")
-  -> (model, processor)``: model class picked from ``config.model_type`` (``SUPPORTED_MODEL_TYPES``).
+  -> (model, processor)``: model class picked from ``config.model_type`` by the family registry
+  (:data:`verl.models.family.FAMILIES`).
 - ``load_processor(path, trust_remote_code=False) -> ProcessorMixin``: the torchvision-free image-only processor
   of :mod:`verl.models.processors` (PIL image processor + tokenizer + the folder's chat template).
 - ``read_model_type(path) -> str``; ``check_model_folder(path, need_weights=True) -> str`` (model_type).
-- ``get_vision_tower(model)``, ``vision_module_names(model) -> list[str]`` (module names to freeze: tower and
-  projector), ``image_token_id(model_or_processor) -> int``.
 - ``model_class(model_type)``: the ``*ForConditionalGeneration`` class of a supported ``model_type``.
 
 Loading applies :func:`verl.utils.torchvision_compat.ensure_torchvision_importable` first (transformers' VLM
@@ -20,46 +19,22 @@ and what is missing; unsupported ``model_type`` -> ``ValueError`` naming folder,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
+from verl.models.family import FAMILIES, family_of
 from verl.utils.torchvision_compat import ensure_torchvision_importable
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, ProcessorMixin
 
-_CLASS_NAMES: dict[str, str] = {
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "internvl": "InternVLForConditionalGeneration",
-    "qwen3_vl": "Qwen3VLForConditionalGeneration",  # recent transformers only
-}
-
-
-def _installed_model_types() -> tuple[str, ...]:
-    """Model types whose transformers folder is installed, found WITHOUT importing transformers (its import-time
-    availability checks must come after the torchvision shim)."""
-    spec = importlib.util.find_spec("transformers")
-    models = Path(spec.origin).parent / "models" if spec and spec.origin else None
-    return tuple(t for t in _CLASS_NAMES if models is not None and (models / t).is_dir())
-
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = _installed_model_types()
-
-
 def model_class(model_type: str) -> type[PreTrainedModel]:
     """The ``*ForConditionalGeneration`` class of a supported ``model_type``."""
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"unsupported model_type {model_type!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
-    ensure_torchvision_importable()
-    import transformers
+    return family_of(model_type).model_cls()
 
-    return getattr(transformers, _CLASS_NAMES[model_type])
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
@@ -92,10 +67,9 @@ def check_model_folder(path: str | Path, need_weights: bool = True) -> str:
     """Validate a model folder (config, supported type, weights, tokenizer); return its model_type."""
     folder = _folder(path)
     model_type = read_model_type(folder)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type not in FAMILIES:
         raise ValueError(
-            f"model folder {str(folder)!r}: unsupported model_type {model_type!r} "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            f"model folder {str(folder)!r}: unsupported model_type {model_type!r} (supported: {', '.join(FAMILIES)})"
         )
     if need_weights and not any((folder / f).is_file() for f in _WEIGHT_FILES):
         raise FileNotFoundError(
@@ -135,44 +109,3 @@ def load_vlm(
     model = model.to(device)
     processor = load_processor(path, trust_remote_code=trust_remote_code)
     return model, processor
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    return getattr(model, "model", model)
-
-
-def get_vision_tower(model: nn.Module) -> nn.Module:
-    """The vision encoder (Qwen: ``visual`` incl. its patch merger; InternVL: ``vision_tower``)."""
-    inner = _inner(model)
-    for name in ("visual", "vision_tower"):
-        mod = getattr(inner, name, None)
-        if isinstance(mod, nn.Module):
-            return mod
-    raise ValueError(f"{type(model).__name__}: no vision tower found (looked for .visual / .vision_tower)")
-
-
-def vision_module_names(model: nn.Module, include_projector: bool = True) -> list[str]:
-    """Qualified names (as in ``model.named_modules()``) of the vision tower and, optionally, the projector."""
-    tower = get_vision_tower(model)
-    wanted = {id(tower)}
-    if include_projector:
-        proj = getattr(_inner(model), "multi_modal_projector", None)
-        if isinstance(proj, nn.Module):
-            wanted.add(id(proj))
-    return [name for name, mod in model.named_modules() if id(mod) in wanted]
-
-
-def image_token_id(model_or_processor: Any) -> int:
-    """Id of the image placeholder token, from a model (its config) or a processor / tokenizer."""
-    cfg = getattr(model_or_processor, "config", None)
-    if cfg is not None:
-        for key in ("image_token_id", "image_token_index"):
-            if getattr(cfg, key, None) is not None:
-                return int(getattr(cfg, key))
-    tid = getattr(model_or_processor, "image_token_id", None)
-    if tid is None:
-        tok = getattr(model_or_processor, "tokenizer", model_or_processor)
-        tid = getattr(tok, "image_token_id", None) or getattr(tok, "context_image_token_id", None)
-    if tid is None:
-        raise ValueError(f"{type(model_or_processor).__name__}: cannot determine the image token id")
-    return int(tid)

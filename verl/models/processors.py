@@ -1,12 +1,11 @@
-"""Image-only VLM processors: the stock Qwen2-VL / Qwen2.5-VL / Qwen3-VL / InternVL processors without the
-video processor (which needs torchvision) and always with the PIL image processor.
+"""Image-only VLM processors: the stock processor of every registered family (:mod:`verl.models.family`) without
+the video processor (which needs torchvision) and always with the PIL image processor.
 
 Public API
 ----------
-- ``Qwen2VLImageProcessorOnly``, ``Qwen2_5_VLImageProcessorOnly``, ``Qwen3VLImageProcessorOnly`` (when
-  transformers has Qwen3-VL), ``InternVLImageProcessorOnly``: ``ProcessorMixin`` subclasses of the stock
-  processors whose only sub-processors are ``image_processor`` (PIL backend) and ``tokenizer``.
-- ``IMAGE_ONLY_PROCESSORS``: ``{model_type: processor class}``.
+- ``IMAGE_ONLY_PROCESSORS``: ``{model_type: processor class}``, one ``<Stock>ImageProcessorOnly`` class per family
+  (e.g. ``Qwen2_5_VLImageProcessorOnly``): a ``ProcessorMixin`` subclass of the stock processor whose only
+  sub-processors are ``image_processor`` (PIL backend) and ``tokenizer``.
 - ``processor_class_for(model_type)``: that class, or ``ValueError`` listing the supported types.
 - ``write_video_preprocessor_config(folder, model_type)``: writes the standard ``video_preprocessor_config.json``
   as JSON (no torchvision needed), so stock loaders (vLLM uses the stock ``AutoProcessor``) find one.
@@ -25,10 +24,12 @@ transformers processor loads torchvision in this environment; these classes just
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
+from verl.models.family import FAMILIES, ModelFamily, family_of, resolve
 from verl.utils.torchvision_compat import ensure_torchvision_importable
 
 # The classes below are built from transformers' processing modules, which import torchvision (broken beside
@@ -36,14 +37,6 @@ from verl.utils.torchvision_compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin  # noqa: E402
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil  # noqa: E402
-from transformers.models.internvl.configuration_internvl import InternVLConfig  # noqa: E402
-from transformers.models.internvl.processing_internvl import InternVLProcessor  # noqa: E402
-from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig  # noqa: E402
-from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor  # noqa: E402
-from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig  # noqa: E402
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil  # noqa: E402
-from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor  # noqa: E402
 
 # Files a processor's save_pretrained may write that carry a ``processor_class`` entry.
 _CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
@@ -58,7 +51,7 @@ def _set_processor_class(path: Path, name: str) -> None:
 class _ImageOnlyMixin:
     """Shared loading / saving logic; mixed in before the stock processor class."""
 
-    image_processor_pil_class: type = Qwen2VLImageProcessorPil
+    image_processor_pil_class: type
     stock_processor_name: str = ""
     model_type: str = ""
 
@@ -90,72 +83,36 @@ class _ImageOnlyMixin:
         return files
 
 
-class Qwen2VLImageProcessorOnly(_ImageOnlyMixin, Qwen2VLProcessor):
-    """Qwen2-VL processor with a PIL image processor and no video processor."""
+def _image_only_class(family: ModelFamily) -> type[ProcessorMixin]:
+    """``<Stock>ImageProcessorOnly``: the family's stock processor with a PIL image processor, no video one."""
+    stock = resolve(family.stock_processor)
 
-    stock_processor_name = "Qwen2VLProcessor"
-    model_type = "qwen2_vl"
+    # transformers passes saved processor settings (e.g. InternVL's image_seq_length) only to parameters that
+    # __init__ names positionally: generate one whose parameters are the stock ones minus the video processor.
+    stock_params = inspect.signature(stock.__init__).parameters
+    defaults = {k: stock_params[k].default for k in family.processor_kwargs}
+    args = "".join(f", {k}=_defaults[{k!r}]" for k in family.processor_kwargs)
+    passed = "".join(f", {k}={k}" for k in family.processor_kwargs)
+    namespace: dict[str, Any] = {"_stock": stock, "_defaults": defaults}
+    exec(f"def __init__(self, image_processor=None, tokenizer=None, chat_template=None{args}, **kwargs):\n"
+         f"    _stock.__init__(self, image_processor, tokenizer, None, chat_template=chat_template{passed})\n",
+         namespace)
+    __init__ = namespace["__init__"]
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        Qwen2VLProcessor.__init__(self, image_processor, tokenizer, None, chat_template=chat_template)
-
-
-class Qwen2_5_VLImageProcessorOnly(_ImageOnlyMixin, Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor with a PIL image processor and no video processor."""
-
-    stock_processor_name = "Qwen2_5_VLProcessor"
-    model_type = "qwen2_5_vl"
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        Qwen2_5_VLProcessor.__init__(self, image_processor, tokenizer, None, chat_template=chat_template)
-
-
-class InternVLImageProcessorOnly(_ImageOnlyMixin, InternVLProcessor):
-    """InternVL (HF format) processor with the PIL GOT-OCR2 image processor and no video processor."""
-
-    image_processor_pil_class = GotOcr2ImageProcessorPil
-    stock_processor_name = "InternVLProcessor"
-    model_type = "internvl"
-
-    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
-                 **kwargs):
-        InternVLProcessor.__init__(self, image_processor, tokenizer, None, image_seq_length=image_seq_length,
-                                   chat_template=chat_template)
+    name = family.stock_processor.removesuffix("Processor") + "ImageProcessorOnly"
+    attrs = {"__init__": __init__, "__module__": __name__, "__qualname__": name,
+             "__doc__": f"{family.stock_processor} with a PIL image processor and no video processor.",
+             "image_processor_pil_class": resolve(family.image_processor_pil),
+             "stock_processor_name": family.stock_processor, "model_type": family.model_type}
+    return type(name, (_ImageOnlyMixin, stock), attrs)
 
 
-IMAGE_ONLY_PROCESSORS: dict[str, type[ProcessorMixin]] = {
-    "qwen2_vl": Qwen2VLImageProcessorOnly,
-    "qwen2_5_vl": Qwen2_5_VLImageProcessorOnly,
-    "internvl": InternVLImageProcessorOnly,
-}
-_REGISTRATIONS: list[tuple[type, type]] = [
-    (Qwen2VLConfig, Qwen2VLImageProcessorOnly),
-    (Qwen2_5_VLConfig, Qwen2_5_VLImageProcessorOnly),
-    (InternVLConfig, InternVLImageProcessorOnly),
-]
-
-try:  # Qwen3-VL exists in recent transformers only
-    from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLConfig
-    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
-
-    class Qwen3VLImageProcessorOnly(_ImageOnlyMixin, Qwen3VLProcessor):
-        """Qwen3-VL processor with a PIL image processor and no video processor."""
-
-        stock_processor_name = "Qwen3VLProcessor"
-        model_type = "qwen3_vl"
-
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            Qwen3VLProcessor.__init__(self, image_processor, tokenizer, None, chat_template=chat_template)
-
-    IMAGE_ONLY_PROCESSORS["qwen3_vl"] = Qwen3VLImageProcessorOnly
-    _REGISTRATIONS.append((Qwen3VLConfig, Qwen3VLImageProcessorOnly))
-except ImportError:  # pragma: no cover - depends on the installed transformers
-    pass
-
-for _config_cls, _proc_cls in _REGISTRATIONS:
+IMAGE_ONLY_PROCESSORS: dict[str, type[ProcessorMixin]] = {t: _image_only_class(f) for t, f in FAMILIES.items()}
+for _model_type, _cls in IMAGE_ONLY_PROCESSORS.items():
+    globals()[_cls.__name__] = _cls  # importable by name (pickling, AutoProcessor lookups by class name)
     # exist_ok: the stock mapping already has these config classes; folders naming the stock processor
     # class keep resolving to it, only name lookups of ours and the config fallback reach these classes.
-    AutoProcessor.register(_config_cls, _proc_cls, exist_ok=True)
+    AutoProcessor.register(resolve(FAMILIES[_model_type].config_class), _cls, exist_ok=True)
 
 
 def processor_class_for(model_type: str) -> type[ProcessorMixin]:
@@ -170,34 +127,23 @@ def processor_class_for(model_type: str) -> type[ProcessorMixin]:
 
 
 def _video_config(model_type: str, image_processor: Any | None) -> dict[str, Any]:
-    """Standard video preprocessor config of the stock release for ``model_type``."""
+    """Standard video preprocessor config of the stock release for ``model_type`` (shaped after its image
+    processor: InternVL's tile size, or Qwen's patch / merge / min-max pixels)."""
+    family = family_of(model_type)
     mean = list(getattr(image_processor, "image_mean", None) or [0.48145466, 0.4578275, 0.40821073])
     std = list(getattr(image_processor, "image_std", None) or [0.26862954, 0.26130258, 0.27577711])
-    if model_type == "internvl":
-        size = dict(getattr(image_processor, "size", None) or {"height": 448, "width": 448})
-        return {
-            "video_processor_type": "InternVLVideoProcessor", "processor_class": "InternVLProcessor",
-            "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-            "rescale_factor": 1 / 255, "resample": 3, "image_mean": mean, "image_std": std,
-            "size": size, "initial_shift": True,
-        }
-    if model_type not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
-        raise ValueError(f"no standard video preprocessor config for model_type {model_type!r}")
-    patch = int(getattr(image_processor, "patch_size", 14))
-    merge = int(getattr(image_processor, "merge_size", 2))
+    common = {"video_processor_type": family.video_processor, "processor_class": family.stock_processor,
+              "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+              "rescale_factor": 1 / 255, "resample": 3, "image_mean": mean, "image_std": std}
     size = dict(getattr(image_processor, "size", None) or {})
+    if "height" in size:  # tile-based (InternVL)
+        return {**common, "size": size, "initial_shift": True}
     min_pixels = int(size.get("shortest_edge", 56 * 56))
     max_pixels = int(size.get("longest_edge", 28 * 28 * 1280))
-    stock = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
-    video_cls = "Qwen3VLVideoProcessor" if model_type == "qwen3_vl" else "Qwen2VLVideoProcessor"
-    return {
-        "video_processor_type": video_cls, "processor_class": stock[model_type],
-        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-        "rescale_factor": 1 / 255, "resample": 3, "image_mean": mean, "image_std": std,
-        "patch_size": patch, "temporal_patch_size": int(getattr(image_processor, "temporal_patch_size", 2)),
-        "merge_size": merge, "min_pixels": min_pixels, "max_pixels": max_pixels,
-        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
-    }
+    return {**common, "patch_size": int(getattr(image_processor, "patch_size", family.default_patch)),
+            "temporal_patch_size": int(getattr(image_processor, "temporal_patch_size", 2)),
+            "merge_size": int(getattr(image_processor, "merge_size", 2)), "min_pixels": min_pixels,
+            "max_pixels": max_pixels, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
 
 
 def write_video_preprocessor_config(folder: str | Path, model_type: str, image_processor: Any | None = None) -> Path:

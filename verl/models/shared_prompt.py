@@ -9,11 +9,12 @@ tokens and causally to the earlier tokens of slot ``s`` only, so each slot sees 
 see in its own ``[prompt | response]`` sequence, while the prompt's hidden states, keys and values are
 computed once (and, in training, the gradients of all slots accumulate into that one prompt pass).
 
-The layout travels to every decoder layer as the language model's ``attention_mask`` (a
-``{"full_attention": SharedPromptMask}`` dict, which transformers passes through unchanged, also
-under gradient checkpointing); :func:`shared_prompt_attention` is registered as the attention
-implementation ``verl_shared_prompt`` of the language model. Any other mask falls through to sdpa, so
-the model still works as a plain sdpa model (generation, plain forwards).
+The layout travels to every attention call as the keyword argument ``shared_prompt`` of the language
+model's forward (transformers hands extra keyword arguments down to the attention functions, also under
+gradient checkpointing), next to an all-ones 2D ``attention_mask``, for which transformers builds no mask;
+:func:`shared_prompt_attention` is registered as the attention implementation ``verl_shared_prompt`` of the
+language model. Without ``shared_prompt`` it falls through to sdpa, so the model still works as a plain sdpa
+model (generation, plain forwards).
 
 Cost: the prompt part is one sdpa call over ``[U, Lp]``; the slots use an explicit (small) attention
 ``[U, kv_heads, S, groups, T, Lp + T]`` that reads the prompt's keys/values without copying them
@@ -54,17 +55,18 @@ class SharedPromptMask:
 
 def shared_prompt_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                            **kwargs) -> tuple[torch.Tensor, None]:
-    """Attention over packed shared-prompt rows; ``query [U, H, L, d]``, ``key/value [U, KVH, L, d]``.
+                            shared_prompt: SharedPromptMask | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """Attention over packed shared-prompt rows laid out by ``shared_prompt``; ``query [U, H, L, d]``,
+    ``key/value [U, KVH, L, d]``.
 
     Returns ``([U, L, H, d], None)`` like transformers' attention functions.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not isinstance(attention_mask, SharedPromptMask):
+    if shared_prompt is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    m = attention_mask
+    m = shared_prompt
     lp, S, T = m.prompt_len, m.slots, m.slot_len
     U, H, L, d = query.shape
     kvh = key.shape[1]

@@ -3,19 +3,23 @@
 Public API
 ----------
 - ``build_tiny_vlm(arch, out_dir, seed=0, **overrides) -> Path``: builds and saves a tiny ``arch`` model
-  (``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"internvl"``) into ``out_dir`` and returns that folder. The same seed
+  (any ``model_type`` of the family registry :data:`verl.models.family.FAMILIES`: ``qwen2_vl``,
+  ``qwen2_5_vl``, ``qwen3_vl``, ``internvl``) into ``out_dir`` and returns that folder. The same seed
   gives identical weights. The folder holds config.json, model.safetensors, generation_config.json,
   tokenizer files, preprocessor_config.json, video_preprocessor_config.json and the chat template, and
   loads with :func:`verl.models.load.load_vlm` (and with vLLM / stock transformers) like a real checkpoint.
 - ``build_tokenizer(arch) -> PreTrainedTokenizerFast``: the offline byte-level BPE tokenizer.
-- ``DEFAULT_TINY_ARCHS``: the supported arch names.
 - CLI: ``python -m verl.models.tiny --arch qwen2_5_vl --out DIR --seed 0``.
 
+The family's registry entry supplies the config class and vision-tower layout, the chat template (the
+published one), the tokenizer's vision tokens and the image processor; this module only picks tiny sizes.
+
 Overrides (keyword arguments): ``hidden_size`` (128), ``num_layers`` (2), ``num_heads`` (4), ``num_kv_heads`` (2),
-``intermediate_size`` (256), ``vision_hidden`` (64), ``vision_layers`` (2), ``patch_size`` (14),
-``vocab_size`` (1024, BPE target; the model vocab is rounded up to cover every token),
-``min_pixels`` (112*112) / ``max_pixels`` (224*224) for Qwen (an image is 16..64 tokens),
-``image_size`` (112, InternVL tile; 16 tokens per tile) and ``max_patches`` (4, InternVL tiles).
+``intermediate_size`` (256), ``vision_hidden`` (64), ``vision_layers`` (2), ``patch_size`` (the family's
+published patch: 14, Qwen3-VL 16), ``vocab_size`` (1024, BPE target; the model vocab is rounded up to cover
+every token), ``min_pixels`` / ``max_pixels`` for Qwen (default (8 * patch * ... )^2 so that an image is 16..64
+tokens: 112^2 / 224^2 at patch 14), ``image_size`` (112, InternVL tile; 16 tokens per tile) and
+``max_patches`` (4, InternVL tiles).
 """
 
 from __future__ import annotations
@@ -27,43 +31,10 @@ from typing import Any
 
 import torch
 
-DEFAULT_TINY_ARCHS: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "internvl")
+from verl.models.family import FAMILIES, ImageShape, ModelFamily, VisionShape, family_of
 
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                        "<|image_pad|>", "<|video_pad|>"]
-INTERNVL_EXTRA_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
-
-QWEN_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# HF-format InternVL template: one <IMG_CONTEXT> per image; the processor expands it to <img>...</img>.
-INTERNVL_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
-    "You are InternVL, a multimodal assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<IMG_CONTEXT>\n"
-    "{% elif content['type'] == 'video' %}<video>\n"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 _CORPUS_LINES = [
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
@@ -107,103 +78,50 @@ def build_tokenizer(arch: str, vocab_size: int = 1024):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = QWEN_SPECIAL_TOKENS + (INTERNVL_EXTRA_TOKENS if arch == "internvl" else [])
+    family = family_of(arch)
+    specials = QWEN_SPECIAL_TOKENS + [t for t in family.tokenizer_tokens.values() if t not in QWEN_SPECIAL_TOKENS]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    if arch == "internvl":
-        extra = {"start_image_token": "<img>", "end_image_token": "</img>",
-                 "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
-    else:
-        extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                 "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left",
-        extra_special_tokens=extra, model_max_length=4096,
+        extra_special_tokens=dict(family.tokenizer_tokens), model_max_length=4096,
     )
 
 
 _DEFAULTS: dict[str, Any] = {
     "hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256,
-    "vision_hidden": 64, "vision_layers": 2, "patch_size": 14, "vocab_size": 1024,
-    "min_pixels": 112 * 112, "max_pixels": 224 * 224, "image_size": 112, "max_patches": 4,
+    "vision_hidden": 64, "vision_layers": 2, "patch_size": None, "vocab_size": 1024,
+    "min_pixels": None, "max_pixels": None, "image_size": 112, "max_patches": 4,
 }
 
 
-def _text_kwargs(o: dict[str, Any], vocab: int, tok) -> dict[str, Any]:
-    head_dim = o["hidden_size"] // o["num_heads"]
-    return {
+def _config(family: ModelFamily, o: dict[str, Any], vocab: int, tok) -> Any:
+    """The tiny config of ``family`` (sizes from ``o``, token ids from ``tok``)."""
+    text = {
         "vocab_size": vocab, "hidden_size": o["hidden_size"], "intermediate_size": o["intermediate_size"],
         "num_hidden_layers": o["num_layers"], "num_attention_heads": o["num_heads"],
         "num_key_value_heads": o["num_kv_heads"], "max_position_embeddings": 4096,
         "bos_token_id": tok.convert_tokens_to_ids("<|endoftext|>"), "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id, "head_dim": head_dim, "max_window_layers": o["num_layers"],
+        "pad_token_id": tok.pad_token_id, "head_dim": o["hidden_size"] // o["num_heads"],
+        "rope_theta": 10000.0,
     }
+    vh = o["vision_hidden"]
+    vision = VisionShape(hidden=vh, layers=o["vision_layers"], heads=max(1, vh // 16), intermediate=2 * vh,
+                         patch=o["patch_size"], out_hidden=o["hidden_size"], image_size=o["image_size"])
+    ids = {key: tok.convert_tokens_to_ids(t) for key, t in family.config_token_ids.items()}
+    top: dict[str, Any] = {"tie_word_embeddings": False}
+    if "image_seq_length" in family.processor_kwargs:  # InternVL: pixel shuffle (ratio 0.5) merges 2x2 patches
+        top.update(image_seq_length=(o["image_size"] // o["patch_size"]) ** 2 // 4, downsample_ratio=0.5)
+    return family.build_config(text, vision, ids, **top)
 
 
-def _mrope_section(head_dim: int) -> list[int]:
-    half = head_dim // 2
-    t = half // 4
-    h = (half - t) // 2
-    return [t, h, half - t - h]
-
-
-def _qwen_config(arch: str, o: dict[str, Any], vocab: int, tok):
-    ids = {name: tok.convert_tokens_to_ids(t) for name, t in [
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
-    text = _text_kwargs(o, vocab, tok)
-    head_dim = text["head_dim"]
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                               "mrope_section": _mrope_section(head_dim)}
-    vh, vheads = o["vision_hidden"], max(1, o["vision_hidden"] // 16)
-    if arch == "qwen2_vl":
-        from transformers import Qwen2VLConfig
-
-        vision = {"depth": o["vision_layers"], "embed_dim": vh, "hidden_size": o["hidden_size"], "mlp_ratio": 2,
-                  "num_heads": vheads, "patch_size": o["patch_size"], "spatial_merge_size": 2,
-                  "temporal_patch_size": 2}
-        return Qwen2VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=False)
-    from transformers import Qwen2_5_VLConfig
-
-    vision = {"depth": o["vision_layers"], "hidden_size": vh, "intermediate_size": 2 * vh, "num_heads": vheads,
-              "patch_size": o["patch_size"], "spatial_merge_size": 2, "temporal_patch_size": 2,
-              "window_size": o["patch_size"] * 2 * 4, "out_hidden_size": o["hidden_size"],
-              "fullatt_block_indexes": [o["vision_layers"] - 1]}
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=False)
-
-
-def _internvl_config(o: dict[str, Any], vocab: int, tok):
-    from transformers import InternVLConfig
-
-    text = _text_kwargs(o, vocab, tok)
-    text["model_type"] = "qwen2"
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
-    vh, size, patch = o["vision_hidden"], o["image_size"], o["patch_size"]
-    vision = {"hidden_size": vh, "num_hidden_layers": o["vision_layers"], "num_attention_heads": max(1, vh // 16),
-              "intermediate_size": 2 * vh, "image_size": [size, size], "patch_size": [patch, patch]}
-    seq = (size // patch) ** 2 // 4  # downsample_ratio 0.5 -> pixel shuffle merges 2x2
-    return InternVLConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids(
-        "<IMG_CONTEXT>"), image_seq_length=seq, downsample_ratio=0.5, tie_word_embeddings=False)
-
-
-def _image_processor(arch: str, o: dict[str, Any]):
-    if arch == "internvl":
-        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
-
-        size = o["image_size"]
-        return GotOcr2ImageProcessorPil(size={"height": size, "width": size}, crop_to_patches=True,
-                                        min_patches=1, max_patches=o["max_patches"],
-                                        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    return Qwen2VLImageProcessorPil(
-        size={"shortest_edge": o["min_pixels"], "longest_edge": o["max_pixels"]},
-        patch_size=o["patch_size"], temporal_patch_size=2, merge_size=2,
-    )
+def _image_shape(o: dict[str, Any]) -> ImageShape:
+    return ImageShape(patch=o["patch_size"], min_pixels=o["min_pixels"], max_pixels=o["max_pixels"],
+                      tile=o["image_size"], max_tiles=o["max_patches"], crop_to_patches=True)
 
 
 def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: Any) -> Path:
@@ -213,26 +131,27 @@ def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: A
     ensure_torchvision_importable()  # before transformers' image processors import torchvision
     from transformers import GenerationConfig
 
-    from verl.models.load import model_class
     from verl.models.processors import processor_class_for, write_video_preprocessor_config
 
-    if arch not in DEFAULT_TINY_ARCHS:
-        raise ValueError(f"unknown tiny arch {arch!r} (supported: {', '.join(DEFAULT_TINY_ARCHS)})")
+    family = family_of(arch)
     unknown = sorted(set(overrides) - set(_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown build_tiny_vlm overrides {unknown} (known: {sorted(_DEFAULTS)})")
     o = {**_DEFAULTS, **overrides}
+    o["patch_size"] = o["patch_size"] or family.default_patch
+    o["min_pixels"] = o["min_pixels"] or (8 * o["patch_size"]) ** 2  # 16 image tokens (merge 2)
+    o["max_pixels"] = o["max_pixels"] or (16 * o["patch_size"]) ** 2  # 64 image tokens
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     tok = build_tokenizer(arch, vocab_size=o["vocab_size"])
     vocab = ((len(tok) + 63) // 64) * 64  # cover every token incl. specials, rounded for tidy shapes
-    config = _internvl_config(o, vocab, tok) if arch == "internvl" else _qwen_config(arch, o, vocab, tok)
+    config = _config(family, o, vocab, tok)
 
     fork_devices: list = []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        model = model_class(arch)(config)
+        model = family.model_cls()(config)
     model = model.to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=config.get_text_config().bos_token_id,
@@ -240,12 +159,9 @@ def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: A
     )
     model.save_pretrained(out, safe_serialization=True)
 
-    template = INTERNVL_CHAT_TEMPLATE if arch == "internvl" else QWEN_CHAT_TEMPLATE
-    proc_cls = processor_class_for(arch)
-    kwargs: dict[str, Any] = {"chat_template": template}
-    if arch == "internvl":
-        kwargs["image_seq_length"] = config.image_seq_length
-    processor = proc_cls(image_processor=_image_processor(arch, o), tokenizer=tok, **kwargs)
+    kwargs: dict[str, Any] = {key: getattr(config, key) for key in family.processor_kwargs}
+    processor = processor_class_for(arch)(image_processor=family.image_processor(_image_shape(o)), tokenizer=tok,
+                                          chat_template=family.chat_template, **kwargs)
     processor.save_pretrained(out)
     if not (out / "video_preprocessor_config.json").is_file():
         write_video_preprocessor_config(out, arch, processor.image_processor)
@@ -256,7 +172,7 @@ def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0, **overrides: A
 def main(argv: list[str] | None = None) -> None:
     """CLI: build one tiny VLM folder."""
     p = argparse.ArgumentParser(description="Build a tiny offline VLM folder.")
-    p.add_argument("--arch", default="qwen2_5_vl", choices=DEFAULT_TINY_ARCHS)
+    p.add_argument("--arch", default="qwen2_5_vl", choices=sorted(FAMILIES))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

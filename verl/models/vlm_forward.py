@@ -14,12 +14,14 @@ micro-batch:
 The padding common to the micro-batch (left of the prompts, right of the responses) is cut first, so a
 micro-batch costs its longest prompt + its longest responses, not the global padded widths.
 
-Position ids match what generation used for left-padded prompts: Qwen2-VL / Qwen2.5-VL use 3D mrope
+Position ids match what generation used for left-padded prompts: the mrope families (Qwen-VL) use 3D
 positions from the model's own ``get_rope_index`` (attention-mask aware) for the prompt, and response
 token ``j`` sits at ``max prompt position + 1 + j`` on all three axes; InternVL uses plain 1D positions
-``cumsum(attention_mask) - 1``.
+``cumsum(attention_mask) - 1``. DeepStack families (Qwen3-VL) also add the tower's intermediate features to
+the image tokens' hidden states after the first language layers, as their own forward does.
 
-Supported families (``config.model_type``): ``qwen2_vl``, ``qwen2_5_vl``, ``internvl``.
+Supported families: those of the registry (:data:`verl.models.family.FAMILIES`), which holds every
+per-family difference used here (position ids, image features, tower / projector locations).
 """
 
 from __future__ import annotations
@@ -30,18 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from verl.models.family import ImageFeatures, family_of, image_token_id, vision_parts
 from verl.models.shared_prompt import SharedPromptMask, enable_shared_prompt_attention
-
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-SUPPORTED_FAMILIES = (*QWEN_FAMILIES, "internvl")
-
-
-def model_family(model: nn.Module) -> str:
-    """``config.model_type`` of a supported VLM; a clear error for anything else."""
-    family = getattr(getattr(model, "config", None), "model_type", None)
-    if family not in SUPPORTED_FAMILIES:
-        raise ValueError(f"unsupported model type {family!r} (supported: {', '.join(SUPPORTED_FAMILIES)})")
-    return family
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -52,28 +44,14 @@ def _inner(model: nn.Module) -> nn.Module:
     return inner
 
 
-def image_token_id(model: nn.Module) -> int:
-    """Id of the image placeholder token that image features replace."""
-    cfg = model.config
-    tid = getattr(cfg, "image_token_id", None)
-    if tid is None:
-        tid = getattr(cfg, "image_token_index", None)
-    if tid is None:
-        raise ValueError(f"{type(model).__name__}: config has no image_token_id")
-    return int(tid)
-
-
 def vision_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The image-encoding modules: ``{"tower": ..., "projector": ...}``.
 
-    For Qwen2-VL / Qwen2.5-VL the projector (patch merger) lives inside the tower module
-    (``visual.merger``); for InternVL it is ``multi_modal_projector``.
+    For the Qwen families the projector (patch merger; with DeepStack also its per-layer mergers, then as one
+    ``ModuleList`` view) lives inside the tower module; for InternVL it is ``multi_modal_projector``.
     """
-    family = model_family(model)
-    inner = _inner(model)
-    if family in QWEN_FAMILIES:
-        return {"tower": inner.visual, "projector": inner.visual.merger}
-    return {"tower": inner.vision_tower, "projector": inner.multi_modal_projector}
+    tower, projectors = vision_parts(model)
+    return {"tower": tower, "projector": projectors[0] if len(projectors) == 1 else nn.ModuleList(projectors)}
 
 
 def vision_requires_grad(model: nn.Module) -> bool:
@@ -82,22 +60,13 @@ def vision_requires_grad(model: nn.Module) -> bool:
     return any(p.requires_grad for m in mods.values() for p in m.parameters())
 
 
-def encode_images(model: nn.Module, pixel_values: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
-    """Image features for a batch of images, flattened to ``[n_image_tokens, hidden]`` in image order.
+def encode_images(model: nn.Module, pixel_values: torch.Tensor, grid: torch.Tensor | None = None) -> ImageFeatures:
+    """Image features for a batch of images, flattened to ``[n_image_tokens, hidden]`` in image order (plus the
+    DeepStack features of the families that have them).
 
-    ``grid`` is ``image_grid_thw`` for Qwen2-VL / Qwen2.5-VL (required there), ignored for InternVL.
+    ``grid`` is ``image_grid_thw`` for the Qwen families (required there), ignored for InternVL.
     """
-    family = model_family(model)
-    inner = _inner(model)
-    if family in QWEN_FAMILIES:
-        if grid is None:
-            raise ValueError(f"{family}: encode_images needs image_grid_thw")
-        out = inner.get_image_features(pixel_values, grid, return_dict=True)
-        feats = out.pooler_output
-        return torch.cat(list(feats), dim=0) if isinstance(feats, list | tuple) else feats
-    out = inner.get_image_features(pixel_values=pixel_values, return_dict=True)
-    feats = out.pooler_output
-    return feats.reshape(-1, feats.shape[-1])
+    return family_of(model).image_features(_inner(model), pixel_values, grid)
 
 
 def _collate_unique(image_inputs_per_prompt: Sequence[Mapping[str, Any] | None], used: list[int]):
@@ -138,19 +107,12 @@ def build_position_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask
     ``image_mask`` marks the placeholder tokens that receive image features (response tokens that happen
     to equal the image token are treated as text).
     """
-    if model_family(model) in QWEN_FAMILIES:
-        mm_type = image_mask.to(torch.int)
-        pos, _ = _inner(model).get_rope_index(
-            input_ids, mm_token_type_ids=mm_type, image_grid_thw=image_grid_thw, attention_mask=attention_mask
-        )
-        return pos
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 0)
+    return family_of(model).positions(_inner(model), input_ids, attention_mask, image_mask, image_grid_thw)
 
 
 def language_model(model: nn.Module) -> nn.Module:
     """The decoder stack (``*TextModel`` / ``Qwen2Model``) inside a supported VLM."""
-    model_family(model)
+    family_of(model)
     return _inner(model).language_model
 
 
@@ -175,11 +137,12 @@ def _groups(pidx: list[int], prompt_ids: torch.Tensor, prompt_att: torch.Tensor,
 
 def _with_image_features(model: nn.Module, embeds: torch.Tensor, image_mask: torch.Tensor,
                          image_inputs_per_prompt: Sequence[Mapping[str, Any] | None], gp: list[int],
-                         reps: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         reps: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
     """Encode the images of the used prompts once (one tower call) and write them into the placeholders.
 
     ``gp[u]`` is packed row ``u``'s prompt index, ``reps[u]`` its first batch row (for error messages).
-    Returns ``(embeds, image_grid_thw of the rows' images or None)``.
+    Returns ``(embeds, image_grid_thw of the rows' images or None, DeepStack features of the placeholders in
+    row-major order or None)``.
     """
     used = sorted(set(gp))
     pixels, grid_all, grid_rows = _collate_unique(image_inputs_per_prompt, used)
@@ -187,10 +150,11 @@ def _with_image_features(model: nn.Module, embeds: torch.Tensor, image_mask: tor
         if bool(image_mask.any()):
             rows = [reps[u] for u in image_mask.any(-1).nonzero().flatten().tolist()]
             raise ValueError(f"rows {rows[:5]} have image placeholder tokens but their prompts have no images")
-        return embeds, None
+        return embeds, None, None
     device = embeds.device
     with torch.set_grad_enabled(torch.is_grad_enabled() and vision_requires_grad(model)):
-        feats = encode_images(model, pixels.to(device), None if grid_all is None else grid_all.to(device))
+        encoded = encode_images(model, pixels.to(device), None if grid_all is None else grid_all.to(device))
+    feats = encoded.embeds
     n_px = int(pixels.shape[0])
     offsets, start = {}, 0
     for p in used:
@@ -209,13 +173,14 @@ def _with_image_features(model: nn.Module, embeds: torch.Tensor, image_mask: tor
                 f"{n} image feature row(s); image features and image tokens do not match"
             )
         index.extend(range(s, s + n))
-    expanded = feats.index_select(0, torch.tensor(index, dtype=torch.long, device=feats.device))
-    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), expanded.to(embeds.dtype))
+    index_t = torch.tensor(index, dtype=torch.long, device=feats.device)
+    embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), feats.index_select(0, index_t).to(embeds.dtype))
+    deepstack = None if encoded.deepstack is None else [d.index_select(0, index_t) for d in encoded.deepstack]
     grid = None
     if grid_all is not None:
         rows = [grid_rows[p] for p in gp if grid_rows[p] is not None]
         grid = torch.cat(rows, dim=0).to(device) if rows else None
-    return embeds, grid
+    return embeds, grid, deepstack
 
 
 def response_log_probs(
@@ -234,7 +199,7 @@ def response_log_probs(
     """Log-probs (and entropy) of the last ``responses_len`` tokens of each row.
 
     Args:
-        model: a Qwen2-VL / Qwen2.5-VL / InternVL ``*ForConditionalGeneration`` (or the same wrapped by FSDP2;
+        model: a ``*ForConditionalGeneration`` of a registered family (or the same wrapped by FSDP2;
             then call this inside the FSDP root module's forward).
         input_ids, attention_mask: ``[b, P + R]`` = left-padded prompt followed by right-padded response.
         responses_len: ``R``.
@@ -290,9 +255,9 @@ def response_log_probs(
     row_s_t = torch.tensor(row_s, dtype=torch.long, device=device)
 
     # 2. Prompt embeddings with the image features (each used prompt's images encoded once).
-    image_mask = u_ids == image_token_id(model)
+    image_mask = u_ids == image_token_id(model.config)
     embed = model.get_input_embeddings()
-    prompt_embeds, grid_rows = _with_image_features(model, embed(u_ids), image_mask, image_inputs_per_prompt,
+    prompt_embeds, grid_rows, deepstack = _with_image_features(model, embed(u_ids), image_mask, image_inputs_per_prompt,
                                                     gp, reps)
     slot_ids = torch.zeros(U, S, T, dtype=input_ids.dtype, device=device)
     slot_ids[row_u_t, row_s_t] = resp_ids[:, :T]
@@ -308,17 +273,18 @@ def response_log_probs(
         slot_pos = pos_p.amax(dim=-1)[:, None] + 1 + slot_off
         position_ids = torch.cat([pos_p, slot_pos], dim=-1)
 
-    # 4. Language model + lm_head on [last prompt position | slots]: logits [U, 1 + S*T, V].
-    enable_shared_prompt_attention(language_model(model))
+    # 4. Language model, then lm_head on [last prompt position | slots]: logits [U, 1 + S*T, V]. DeepStack
+    # features go to the image placeholders of the prompt part (slots are text).
+    lm = language_model(model)
+    enable_shared_prompt_attention(lm)
     layout = SharedPromptMask.build(u_att, S, T)
-    out = model(
-        inputs_embeds=inputs_embeds,
-        attention_mask={"full_attention": layout, "sliding_attention": layout},
-        position_ids=position_ids,
-        use_cache=False,
-        logits_to_keep=S * T + 1,
-    )
-    logits = out.logits.float()
+    extra = {}
+    if deepstack is not None:
+        extra = {"visual_pos_masks": nn.functional.pad(image_mask, (0, S * T)), "deepstack_visual_embeds": deepstack}
+    hidden = lm(inputs_embeds=inputs_embeds, attention_mask=torch.ones(inputs_embeds.shape[:2], dtype=torch.long,
+                                                                       device=device),
+                position_ids=position_ids, use_cache=False, shared_prompt=layout, **extra).last_hidden_state
+    logits = model.get_output_embeddings()(hidden[:, -(S * T + 1):]).float()
     if temperature != 1.0:
         logits = logits / temperature
     # row r, response token j is predicted at kept position 0 (j = 0) or 1 + s*T + j - 1

@@ -2,8 +2,9 @@
 
 Each prompt's image is encoded ONCE and its prompt prefilled once: the prefill runs over the B prompts,
 then the KV cache, last logits, attention mask and (m)RoPE positions are repeated n times for the n
-samples. Qwen2-VL / Qwen2.5-VL get 3D mRoPE positions from the model's ``get_rope_index``; InternVL
-(and text-only decoders) 1D positions. Sampling uses a seeded ``torch.Generator``.
+samples. Positions come from the model family's registry entry (:mod:`verl.models.family`): 3D mRoPE from
+the model's ``get_rope_index`` for the Qwen-VL families, 1D for InternVL. Sampling uses a seeded
+``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from collections.abc import Iterable
 
 import torch
 
+from verl.models.family import family_of, image_token_id
 from verl.models.multimodal import batch_prompt_inputs, build_prompt_inputs, pad_id_of
 from verl.protocol import DataProto
 from verl.workers.rollout.base import RolloutEngine, SamplingSpec, assemble_output, prompt_rows
-
-_MROPE_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -72,7 +72,7 @@ class HFRollout(RolloutEngine):
         self.pad_id = pad_id_of(processor)
         self.eos_ids = sorted(set(eos_token_ids) if eos_token_ids is not None else _eos_ids(model, self.tokenizer))
         self.device = next(model.parameters()).device
-        self.model_type = getattr(model.config, "model_type", "")
+        self.family = family_of(model)
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.images_encoded = 0  # images passed through the vision tower (tests check once per prompt)
         self.last_timing: dict[str, float] = {}
@@ -122,20 +122,8 @@ class HFRollout(RolloutEngine):
     # ------------------------------------------------------------------ internals
     def _positions(self, batch: dict) -> torch.Tensor:
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        if self.model_type in _MROPE_TYPES:
-            image_token_id = self.model.config.image_token_id
-            mm_types = batch.get("mm_token_type_ids")
-            if mm_types is None:
-                mm_types = (ids == image_token_id).int()
-            grid = batch.get("image_grid_thw")
-            if grid is None:  # text only: plain positions on all three axes
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                return pos[None].expand(3, -1, -1).contiguous()
-            pos, _ = self.model.model.get_rope_index(
-                ids, mm_token_type_ids=mm_types.to(ids.device), image_grid_thw=grid, attention_mask=mask
-            )
-            return pos
-        return (mask.cumsum(-1) - 1).clamp(min=0)
+        image_mask = ids == image_token_id(self.model.config)
+        return self.family.positions(self.model.model, ids, mask, image_mask, batch.get("image_grid_thw"))
 
     @torch.inference_mode()
     def _sample(self, items: list[dict], spec: SamplingSpec, gen: torch.Generator, n_images: int):
