@@ -37,6 +37,7 @@ from recipes.sophia.runio import (
 from recipes.sophia.vlm_data import SFTRow, make_actor, sft_dataproto
 from verl.config.schema import ActorConfig, FSDPConfig, ModelConfig, OptimConfig, RolloutConfig
 from verl.data.formats import Record, load_records
+from verl.models.family import FAMILIES
 from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.generate import generate_texts
 
@@ -157,7 +158,7 @@ def pretrain(a: argparse.Namespace) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="qwen2_5_vl", choices=("qwen2_vl", "qwen2_5_vl"))
+    p.add_argument("--arch", default="qwen2_5_vl", choices=sorted(FAMILIES))
     p.add_argument("--data", default="data/sophia_pairs")
     p.add_argument("--out", default="checkpoints/sophia/captioner")
     p.add_argument("--steps", type=int, default=1000)

@@ -30,6 +30,7 @@ import torch
 
 from verl.data.digits import answer_phrasings
 from verl.data.formats import Record, load_records
+from verl.models.family import FAMILIES
 from verl.models.multimodal import build_prompt_inputs, pad_id_of
 
 logger = logging.getLogger("recipes.ttrv.pretrain_base")
@@ -211,7 +212,7 @@ def phrasing_stats(texts: list[str], extract, invalid: str) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="qwen2_5_vl", choices=("qwen2_vl", "qwen2_5_vl", "internvl"))
+    p.add_argument("--arch", default="qwen2_5_vl", choices=sorted(FAMILIES))
     p.add_argument("--data", default="data/digits")
     p.add_argument("--out", default="checkpoints/tiny_base/qwen2_5_vl")
     p.add_argument("--steps", type=int, default=400)
