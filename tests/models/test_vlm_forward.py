@@ -236,3 +236,27 @@ def test_encode_images_shapes(arch_model):
     assert (one.deepstack is not None) == FAMILIES[arch].deepstack
     for a, b in zip(one.deepstack or [], both.deepstack or [], strict=True):
         assert a.shape == one.embeds.shape and torch.allclose(b[: a.shape[0]], a, atol=1e-5)
+
+
+def test_internvl3_5_qwen3_language_model(tiny_vlm_path):
+    """InternVL3.5 (-HF) is the `internvl` family with a Qwen3 language model (q/k norms, explicit head_dim):
+    the shared-prompt forward equals the per-sample forward there too."""
+    import copy
+
+    from transformers import InternVLForConditionalGeneration, Qwen3Config
+
+    from verl.models.load import load_vlm
+
+    base, processor = load_vlm(tiny_vlm_path("internvl"), dtype=torch.float32, device="cpu")
+    cfg = copy.deepcopy(base.config)
+    text = {k: v for k, v in base.config.text_config.to_dict().items() if k not in ("model_type", "architectures")}
+    cfg.text_config = Qwen3Config(**text)
+    torch.manual_seed(0)
+    model = InternVLForConditionalGeneration(cfg).eval()
+    assert type(model.model.language_model).__name__ == "Qwen3Model"
+    ids, att, rmask, imgs, pidx = make_batch(processor)
+    R = rmask.shape[1]
+    with torch.no_grad():
+        lp, _ = response_log_probs(model, ids, att, R, imgs, pidx)
+        ref = naive_log_probs("internvl", model, ids, att, imgs, pidx, R)
+    assert (lp - ref).abs()[rmask.bool()].max() <= 1e-5
