@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_smoke_mode(tmp_path):
     out = tmp_path / "summary.json"
     env = {**os.environ, "PYTHON": sys.executable}
@@ -34,3 +36,42 @@ def test_gpu_check_cpu_smoke_mode(tmp_path):
         assert st["tokens_all_votes"] >= st["tokens"]  # all generated votes (here n_votes = n: equal)
         assert 0 < st["mfu_actor_measured_peak"]
     assert "tokens/s/GPU" in res.stdout and "actor MFU" in res.stdout and "shared-prompt: skipped" in res.stdout
+    # the memory plan is printed before anything is allocated (before the model folder is written)
+    assert res.stdout.index("memory plan (per GPU") < res.stdout.index("step 1:")
+    assert s["memory_plan"]["fits"] and s["memory_plan"]["parts_gib"]["AdamW moments (fp32)"] > 0
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_is_rewritten_per_part_and_the_benchmark_gets_what_remains(tmp_path, monkeypatch):
+    gc = _gpu_check()
+    summary = gc.Summary(str(tmp_path / "s.json"))
+    summary["memory_plan"] = {"fits": True}
+    summary.save()
+    assert json.loads((tmp_path / "s.json").read_text()) == {"memory_plan": {"fits": True}}
+    summary["steps"] = [1]
+    summary.save()
+    assert json.loads((tmp_path / "s.json").read_text())["steps"] == [1]
+    monkeypatch.delenv("GPU_CHECK_DEADLINE", raising=False)
+    assert gc.seconds_left() is None
+    monkeypatch.setenv("GPU_CHECK_DEADLINE", str(time.time() + 100))
+    assert 80 < gc.seconds_left() <= 85  # 100 s minus the 15 s margin
+    args = gc.parse_args(["--device", "cpu", "--small"])
+    monkeypatch.setenv("GPU_CHECK_DEADLINE", str(time.time() + 20))
+    assert gc.run_bench(args).endswith(" s left of the outer time limit)")  # 20 - 15 s margin < 30 s
+    seen = {}
+
+    def fake_run(cmd, capture_output, text, timeout):
+        seen["timeout"] = timeout
+        return subprocess.CompletedProcess(cmd, 0, "shared-prompt speed-up: 8.0× time, 4.0× peak memory\n", "")
+
+    monkeypatch.setattr(gc.subprocess, "run", fake_run)
+    monkeypatch.setenv("GPU_CHECK_DEADLINE", str(time.time() + 300))
+    assert gc.run_bench(args) == "shared-prompt speed-up: 8.0× time, 4.0× peak memory"
+    assert 280 < seen["timeout"] <= 285

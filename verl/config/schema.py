@@ -112,7 +112,7 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.65  # vLLM on CUDA (on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB)
     tensor_parallel_size: int = 1  # vLLM on CUDA: GPUs per engine
     enforce_eager: bool = False  # vLLM: no CUDA graphs / compilation
-    free_cache_engine: bool = True  # vLLM on CUDA: sleep mode (weights offloaded, KV cache freed) outside rollouts
+    free_cache_engine: bool = True  # CUDA: rollout asleep outside generation (vLLM sleep mode; HF: weights to CPU)
     max_model_len: int | None = None  # None -> max_prompt_length + max_new_tokens
     max_num_seqs: int | None = None  # vLLM scheduler cap; None = engine default
     micro_batch_size: int | None = None  # HF engine: prompts per generate call; None = all

@@ -1,20 +1,20 @@
-"""Batching of records with a resumable data order: torchdata's ``StatefulDataLoader`` over the records.
+"""Batching of records with a resumable data order: :class:`RecordLoader` over the records.
 
 Batches are lists of :class:`Record` (images stay paths / bytes; pixels are built on the workers).
 Epoch ``e`` visits the records in the permutation seeded by ``(seed, e)``. The sampler's position
-(epoch, records handed out in it) is part of the loader's ``state_dict``, saved with a checkpoint and
-restored, so a resumed run sees exactly the batches it would have seen.
+(epoch, records handed out in it) is the loader's ``state_dict``, saved with a checkpoint and
+restored, so a resumed run sees exactly the batches it would have seen. Batches are drawn in the
+calling process only when taken, so the saved position is exact. Needs only torch and numpy (the bare
+GPU machine of ``scripts/gpu_check.sh`` has nothing more).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from verl.data.formats import Record
 
@@ -77,21 +77,40 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
 
-def _as_list(batch: list[Record]) -> list[Record]:
-    return list(batch)
+class RecordLoader:
+    """``list[Record]`` batches of ``batch_size`` in :class:`EpochSampler` order (the last one shorter
+    unless ``drop_last``); ``loader.sampler.epoch`` is the epoch of the batch last handed out."""
+
+    def __init__(self, records: Sequence[Record], batch_size: int, sampler: EpochSampler, drop_last: bool) -> None:
+        self.dataset = RLDataset(records)
+        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[list[Record]]:
+        batch: list[Record] = []
+        for i in self.sampler:
+            batch.append(self.dataset[i])
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
 
 
 def make_dataloader(records: Sequence[Record], batch_size: int, shuffle: bool = True, seed: int = 0,
-                    drop_last: bool = False) -> StatefulDataLoader:
-    """A single-process ``StatefulDataLoader`` yielding ``list[Record]`` batches in :class:`EpochSampler`
-    order; ``loader.sampler.epoch`` is the epoch of the batch last handed out."""
+                    drop_last: bool = False) -> RecordLoader:
+    """A :class:`RecordLoader` over ``records`` in the ``(seed, epoch)`` order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if drop_last and len(records) < batch_size:
         raise ValueError(f"drop_last with {len(records)} records and batch_size {batch_size} gives no batch")
-    sampler = EpochSampler(len(records), shuffle=shuffle, seed=seed)
-    with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital on construction
-        warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
-        # num_workers=0: a batch is drawn only when it is taken, so the saved position is exact
-        return StatefulDataLoader(RLDataset(records), batch_size=batch_size, sampler=sampler,
-                                  drop_last=drop_last, collate_fn=_as_list, num_workers=0)
+    return RecordLoader(records, batch_size, EpochSampler(len(records), shuffle=shuffle, seed=seed), drop_last)

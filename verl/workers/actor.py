@@ -49,6 +49,15 @@ logger = logging.getLogger("verl.workers.actor")
 _PREFIX = "hf."
 
 
+def max_over_ranks(value: int, device: torch.device | str) -> int:
+    """``value``'s maximum over the ranks; the tensor lives on ``device`` (NCCL serves only CUDA tensors)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def old_log_prob_in_update(actor: ActorConfig, prompts_per_step: int) -> bool:
     """True when the update is exactly on-policy (``ppo_epochs`` 1, one mini-batch per step): the trainer
     then skips the separate old-log-prob pass and the update takes them from its own forward."""
@@ -113,8 +122,10 @@ class FSDPActor:
         self.lora = role == "actor" and lora_enabled(model_config)  # adapters only; the base stays frozen
         if self.lora:
             apply_lora(hf, model_config)
-        if role == "ref":
+        if role == "ref":  # frozen: stored in the dtype it computes in (same log-probs, half the bytes at bf16)
             hf.requires_grad_(False)
+            for p in hf.parameters():
+                p.data = p.data.to(getattr(torch, self.cfg.fsdp.param_dtype))
         else:
             if model_config.freeze_vision_tower or model_config.freeze_projector:
                 frozen = freeze_vision(hf, model_config.freeze_vision_tower, model_config.freeze_projector)
@@ -131,8 +142,8 @@ class FSDPActor:
     def _build_optimizer(self) -> None:
         optim = self.cfg.optim
         params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas),
-                                           weight_decay=optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas),  # fused: no model-sized
+                                           weight_decay=optim.weight_decay, fused=True)  # temporary in step()
         self.scheduler = build_lr_scheduler(self.optimizer, optim)
 
     # ------------------------------------------------------------------ forward
@@ -187,8 +198,6 @@ class FSDPActor:
     def _micro_batches(self, data, rows: list[int], max_tokens: int) -> list[list[int]]:
         """Token-budget micro-batches of ``rows``, the same count on every rank (a zero-weight ``None``
         entry pads a rank that has fewer)."""
-        import torch.distributed as dist
-
         attn = _column(data, "attention_mask", "actor")
         R = int(_column(data, "responses", "actor").shape[1])
         plen = attn[:, :-R].sum(-1).tolist()
@@ -196,9 +205,7 @@ class FSDPActor:
         mbs: list = token_micro_batches(rows, self._prompt_keys(data), plen, rlen, max_tokens,
                                         self.cfg.ppo_micro_batch_size_per_gpu, self.cfg.share_prompt)
         if self.world_size > 1:
-            k = torch.tensor([len(mbs)], dtype=torch.long)
-            dist.all_reduce(k, op=dist.ReduceOp.MAX)
-            mbs += [None] * (int(k) - len(mbs))
+            mbs += [None] * (max_over_ranks(len(mbs), self.device) - len(mbs))
         return mbs
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ class ActorRolloutRefWorker(Worker):
     @register(Dispatch.ONE_TO_ALL)
     def init_model(self) -> dict:
         """Join the process group, build the actor (and reference), start the rollout engine."""
+        from verl.utils.memory_plan import vllm_rollout_for_free_memory
         from verl.workers.actor import FSDPActor
         from verl.workers.rollout import make_rollout
 
@@ -50,7 +51,9 @@ class ActorRolloutRefWorker(Worker):
         self.actor = FSDPActor(arr.model, arr.actor, device=self.device, role="actor")
         if arr.ref.enable and arr.model.lora_rank == 0:  # with LoRA the reference is the actor, adapters off
             self.ref = FSDPActor(arr.model, arr.actor, device=self.device, role="ref")
-        self.rollout = make_rollout(arr.rollout, arr.model, device=self.device, seed=cfg.trainer.seed + 1000 * self.rank)
+        # vLLM starts after the actor and reference: its memory share is what they left free (verl.utils.memory_plan)
+        rollout_cfg = vllm_rollout_for_free_memory(arr.rollout, self.device, self.actor.module, arr.actor.fsdp.cpu_offload)
+        self.rollout = make_rollout(rollout_cfg, arr.model, device=self.device, seed=cfg.trainer.seed + 1000 * self.rank)
         trainable, total = count_parameters(self.actor.module)
         return {"rank": self.rank, "rollout": type(self.rollout).__name__, "device": self.device,
                 "trainable_params": trainable, "total_params": total}

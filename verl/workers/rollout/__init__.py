@@ -61,4 +61,5 @@ def make_rollout(rollout: RolloutConfig, model: ModelConfig, *, device: str, see
         processor = processor or loaded
     elif processor is None:
         processor = load_processor(model.path, trust_remote_code=model.trust_remote_code)
-    return HFRollout(hf_model, processor, seed=seed, micro_batch_size=rollout.micro_batch_size)
+    return HFRollout(hf_model, processor, seed=seed, micro_batch_size=rollout.micro_batch_size,
+                     offload=rollout.free_cache_engine)

@@ -64,7 +64,9 @@ class HFRollout(RolloutEngine):
         seed: int,
         micro_batch_size: int | None = None,
         eos_token_ids: Iterable[int] | None = None,
+        offload: bool = False,
     ) -> None:
+        """``offload``: :meth:`sleep` moves the weights to the CPU and :meth:`wake_up` back (CUDA only)."""
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
@@ -74,12 +76,15 @@ class HFRollout(RolloutEngine):
         self.device = next(model.parameters()).device
         self.family = family_of(model)
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.offload = offload and self.device.type == "cuda"
+        self._asleep = False
         self.images_encoded = 0  # images passed through the vision tower (tests check once per prompt)
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ interface
     def generate(self, prompts: DataProto) -> DataProto:
         t0 = time.perf_counter()
+        self.wake_up()
         spec = SamplingSpec.from_meta(prompts.meta_info)
         messages, images = prompt_rows(prompts)
         items = []
@@ -105,6 +110,18 @@ class HFRollout(RolloutEngine):
         )
         self.last_timing = {"generate_s": time.perf_counter() - t0}
         return out
+
+    def sleep(self) -> None:
+        """With ``offload``: the weights leave the GPU until :meth:`wake_up` (weight syncs still land)."""
+        if self.offload and not self._asleep:
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+            self._asleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep:
+            self.model.to(self.device)
+            self._asleep = False
 
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
