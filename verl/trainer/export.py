@@ -26,6 +26,7 @@ def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, b
     """Write ``out_dir`` (safetensors + the base folder's config/processor files); returns it."""
     import torch.distributed as dist
 
+    from verl.config.schema import ActorConfig, FSDPConfig
     from verl.workers.actor import FSDPActor
     from verl.workers.lora import lora_enabled, model_config_for
 
@@ -41,7 +42,8 @@ def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, b
         dist.init_process_group("gloo", init_method=f"file://{store}/pg", rank=0, world_size=1)
     try:
         model_cfg = model_config_for(step / "actor", str(base))  # LoRA checkpoints hold only the adapters
-        policy = FSDPActor(model_cfg, None, device="cpu", role="actor" if lora_enabled(model_cfg) else "ref")
+        exact = ActorConfig(fsdp=FSDPConfig(param_dtype="float32"))  # a "ref" keeps its weights at this dtype
+        policy = FSDPActor(model_cfg, exact, device="cpu", role="actor" if lora_enabled(model_cfg) else "ref")
         policy.load_model_weights(step / "actor")
         policy.export_hf(out_dir)
     finally:
