@@ -18,8 +18,10 @@ class _Stop(Exception):
 
 
 def test_collective_tensor_lives_on_the_worker_device(monkeypatch):
+    from verl.utils.device import max_over_ranks
     from verl.workers import actor
 
+    assert actor.max_over_ranks is max_over_ranks  # what the actor's micro-batch count goes through
     seen = []
 
     def fake_all_reduce(t, op=None):
@@ -28,9 +30,9 @@ def test_collective_tensor_lives_on_the_worker_device(monkeypatch):
 
     monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
     with pytest.raises(_Stop):  # "meta" stands in for "cuda": anything but the CPU default
-        actor.max_over_ranks(3, torch.device("meta"))
+        max_over_ranks(3, torch.device("meta"))
     with pytest.raises(_Stop):
-        actor.max_over_ranks(5, "cpu")
+        max_over_ranks(5, "cpu")
     assert seen == [("meta", None), ("cpu", [5])]
 
 

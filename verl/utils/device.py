@@ -34,3 +34,12 @@ def dist_backend(device: str) -> str:
     if dev == "cuda" or dev.startswith("cuda:"):
         return "nccl"
     raise ValueError(f"dist_backend: unknown device {device!r}; expected 'cpu' or 'cuda[:N]'")
+
+
+def max_over_ranks(value: int, device: torch.device | str) -> int:
+    """``value``'s maximum over the ranks; the tensor lives on ``device`` (NCCL serves only CUDA tensors)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

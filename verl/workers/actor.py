@@ -33,6 +33,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
+from verl.utils.device import max_over_ranks
 from verl.utils.safe_dcp import load_dcp
 from verl.workers.fsdp_utils import (
     apply_fsdp2,
@@ -47,15 +48,6 @@ from verl.workers.micro_batch import token_micro_batches
 
 logger = logging.getLogger("verl.workers.actor")
 _PREFIX = "hf."
-
-
-def max_over_ranks(value: int, device: torch.device | str) -> int:
-    """``value``'s maximum over the ranks; the tensor lives on ``device`` (NCCL serves only CUDA tensors)."""
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.long, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
 
 
 def old_log_prob_in_update(actor: ActorConfig, prompts_per_step: int) -> bool:
