@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_tflops": peak,
         "mean_after_warmup": {k: float(np.mean([s[k] for s in steady])) for k in steady[0]
                               if k != "step" and steady[0][k] is not None},
-        "ray_imported": "ray" in sys.modules, "vllm_imported": "vllm" in sys.modules,
+        "ray_imported": sys.modules.get("ray") is not None, "vllm_imported": sys.modules.get("vllm") is not None,
         "third_party_modules": third_party_modules(), "total_s": time.perf_counter() - t0,
         "shared_prompt": "not run yet"})
     summary.save()

@@ -1,5 +1,7 @@
-"""scripts/gpu_check.sh in its CPU smoke mode: the local-backend TTRV steps at the Qwen2.5-VL-3B shape
-(2 layers, width 256 / vision 160, 2 prompts x 4 votes) run without importing Ray or vLLM and report every figure."""
+"""scripts/gpu_check.sh in its CPU smoke mode, as the bare GPU machine runs it: the local-backend TTRV steps at the
+Qwen2.5-VL-3B shape (2 layers, width 256 / vision 160, 2 prompts x 4 votes) with every installed module that
+machine lacks made unimportable (bare_machine/sitecustomize.py; scripts/gpu_rehearsal.sh is the full rehearsal
+in a fresh venv), reporting every figure; the blocker's own test; the summary written per part."""
 
 from __future__ import annotations
 
@@ -14,12 +16,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+BARE = Path(__file__).resolve().parent / "bare_machine"
+
+
+def bare_env() -> dict[str, str]:
+    """The environment of a subprocess that sees only the bare GPU machine's installed modules."""
+    return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": f"{BARE}{os.pathsep}{ROOT}"}
 
 
 @pytest.mark.slow
 def test_gpu_check_cpu_smoke_mode(tmp_path):
     out = tmp_path / "summary.json"
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = bare_env()
     res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--layers", "2", "--small",
                           "--skip-bench", "--work-dir", str(tmp_path / "work"), "--json-out", str(out)],
                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
@@ -29,6 +37,7 @@ def test_gpu_check_cpu_smoke_mode(tmp_path):
     assert s["real_shape"]["layers"] == 2 and s["real_shape"]["published_layers"] == 36
     assert not s["ray_imported"] and not s["vllm_imported"]
     assert "ray" not in s["third_party_modules"] and "torch" in s["third_party_modules"]
+    assert not {"torchdata", "datasets", "pandas", "torchvision", "vllm"} & set(s["third_party_modules"])
     for st in s["steps"]:
         assert st["step_s"] >= st["update_actor_s"] > 0 and st["gen_s"] > 0 and st["ref_s"] > 0
         # 2 prompts x 4 votes, each prompt 16 image tokens (112 px) + text, 8 new tokens
@@ -39,6 +48,18 @@ def test_gpu_check_cpu_smoke_mode(tmp_path):
     # the memory plan is printed before anything is allocated (before the model folder is written)
     assert res.stdout.index("memory plan (per GPU") < res.stdout.index("step 1:")
     assert s["memory_plan"]["fits"] and s["memory_plan"]["parts_gib"]["AdamW moments (fp32)"] > 0
+
+
+def test_bare_machine_blocker_fails_an_import_the_machine_cannot_satisfy():
+    """What the smoke test relies on: under the blocker the check's path imports, and a module installed here
+    but not on the bare machine (pandas, a requirement of the CPU stack) fails the run when imported."""
+    code = "import verl.trainer.fit, verl.utils.memory_plan; print('path imports'); import pandas"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bare_env(), cwd=ROOT,
+                         timeout=300)
+    assert "path imports" in res.stdout, res.stderr[-2000:]
+    assert res.returncode != 0 and "ModuleNotFoundError: import of pandas halted" in res.stderr
+    res = subprocess.run([sys.executable, "-c", "import pandas"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr  # without the blocker it is installed here
 
 
 def _gpu_check():

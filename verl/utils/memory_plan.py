@@ -244,8 +244,8 @@ def plan_memory(c: ModelCounts, s: PlanSettings, free_bytes: int) -> MemoryPlan:
     notes = ["actor: fp32 master weights, fused AdamW (no model-sized temporary in its step)"]
     if s.reference:
         notes.append(f"reference stored in {s.param_dtype}, the dtype it computes in (same log-probs)")
-    notes.append("rollout copy asleep outside generation (off the GPU)" if s.rollout_sleeps
-                 else "rollout copy resident on the GPU between generations")
+    notes.append("rollout copy asleep outside generation (off the device)" if s.rollout_sleeps
+                 else "rollout copy resident on the device between generations")
     if s.freeze_vision_tower:
         notes.append("vision tower frozen")
     return MemoryPlan(c, s, int(free_bytes), parts, phases, notes)
