@@ -19,10 +19,11 @@ from PIL import Image
 
 from verl.models.real_shape import REAL_SHAPES, build_real_shape, shape_config
 
-SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen2-vl-2b": (256, 160), "qwen3-vl-4b": (320, 128), "internvl3-2b": (256, 128)}
-IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen2-vl-2b": 151655, "qwen3-vl-4b": 151655, "internvl3-2b": 151667}
-# a 448x448 image: 32x32 patches of 14 px merged 2x2 (Qwen2/2.5-VL), 28x28 of 16 px (Qwen3-VL), one 448 tile
-TOKENS_448 = {"qwen2.5-vl-3b": 256, "qwen2-vl-2b": 256, "qwen3-vl-4b": 196, "internvl3-2b": 256}
+# folders built (Qwen2-VL-2B shares Qwen2.5-VL's image processor and tokenizer; its config is checked above)
+SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen3-vl-4b": (320, 128), "internvl3-2b": (256, 128)}
+IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen3-vl-4b": 151655, "internvl3-2b": 151667}
+# a 448x448 image: 32x32 patches of 14 px merged 2x2 (Qwen2.5-VL), 28x28 of 16 px (Qwen3-VL), one 448 tile
+TOKENS_448 = {"qwen2.5-vl-3b": 256, "qwen3-vl-4b": 196, "internvl3-2b": 256}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +62,8 @@ def test_published_config_values():
             iv.image_token_id, iv.tie_word_embeddings) == (1536, 28, 151674, 1024, 24, 256, 151667, False)
 
 
-@pytest.mark.parametrize("model,billions", [("qwen2-vl-2b", 2.209), ("qwen2.5-vl-3b", 3.755), ("internvl3-2b", 2.089)])
+@pytest.mark.parametrize("model,billions", [("qwen2-vl-2b", 2.209), ("qwen2.5-vl-3b", 3.755), ("qwen3-vl-2b", 2.128),
+                                            ("qwen3-vl-4b", 4.438), ("internvl3-2b", 2.089)])
 def test_full_shapes_have_the_published_parameter_counts(model, billions):
     from verl.models.load import model_class
 

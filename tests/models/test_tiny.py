@@ -116,8 +116,7 @@ def test_image_changes_logits(loaded):
     assert not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_seed_determinism(tmp_path, arch):
+def test_seed_determinism(tmp_path, arch: str = "qwen2_vl"):  # seeding is family-independent
     a = load_file(build_tiny_vlm(arch, tmp_path / "a", seed=3, hidden_size=32, vision_hidden=32,
                                  intermediate_size=64) / "model.safetensors")
     b = load_file(build_tiny_vlm(arch, tmp_path / "b", seed=3, hidden_size=32, vision_hidden=32,
