@@ -106,12 +106,10 @@ def build_qwen_tokenizer(family: str, chat_template: str | None = None) -> Qwen2
     """The published tokenizer of ``family`` (eos ``<|im_end|>``, pad ``<|endoftext|>``, left padding)."""
     _check_family(family)
     vocab, merges = _vocab_and_merges()
-    if family == "internvl3":
-        extra = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
-                 "video_token": "<video>"}
-    else:
-        extra = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                 "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"}
+    from verl.models.family import FAMILIES
+
+    # the named vision tokens (image_token, ...) of the model family that uses this tokenizer
+    extra = next(dict(f.tokenizer_tokens) for f in FAMILIES.values() if f.tokenizer_family == family)
     decoder = {i: AddedToken(t, special=special, normalized=False, lstrip=False, rstrip=False)
                for i, t, special in added_tokens(family)}
     tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token="<|im_end|>",

@@ -102,3 +102,15 @@ def test_weight_sync_follows_hf(vengine, tiny, make_prompts, load_tiny):
     again = vengine.generate(prompts)
     assert torch.equal(again.batch["responses"], before.batch["responses"])
     assert torch.allclose(again.batch["rollout_log_probs"], before.batch["rollout_log_probs"], atol=1e-5)
+
+
+def test_family_unknown_to_vllm_stops_before_the_engine(tiny_vlm_path, monkeypatch):
+    """The registry's vLLM architecture is checked against vLLM's model registry first: one readable error."""
+    import vllm
+
+    from verl.config.schema import ModelConfig, RolloutConfig
+    from verl.workers.rollout import make_rollout
+
+    monkeypatch.setattr(vllm.ModelRegistry, "get_supported_archs", lambda: ["SomethingElse"])
+    with pytest.raises(ValueError, match="has no Qwen3VLForConditionalGeneration .*rollout.name=hf"):
+        make_rollout(RolloutConfig(name="vllm"), ModelConfig(path=str(tiny_vlm_path("qwen3_vl"))), device="cpu", seed=0)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from verl.data.images import load_image
+from verl.models.family import family_of
+from verl.models.load import read_model_type
 from verl.models.multimodal import build_prompt_inputs, pad_id_of, prompt_text
 from verl.protocol import DataProto
 from verl.workers.rollout import vllm_compat
@@ -52,6 +54,10 @@ class VLLMRollout(RolloutEngine):
         vllm_compat.prepare_vllm_env(self.device, kv_cache_gib)
         vllm = vllm_compat.import_vllm()
         self._SamplingParams = vllm.SamplingParams
+        family = family_of(read_model_type(model.path))
+        if family.vllm_architecture not in vllm.ModelRegistry.get_supported_archs():
+            raise ValueError(f"model folder {str(model.path)!r}: this vLLM build has no {family.vllm_architecture} "
+                             f"(model_type {family.model_type!r}); use actor_rollout_ref.rollout.name=hf")
         if processor is None:
             from verl.models.load import load_processor
 
