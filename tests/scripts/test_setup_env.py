@@ -11,7 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from verl.models.tiny import DEFAULT_TINY_ARCHS
+from verl.models.family import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def _plain_env() -> dict[str, str]:
 
 
 def test_a_plain_process_loads_every_model_and_processor(tiny_vlm_path, tmp_path):
-    folders = [str(tiny_vlm_path(arch)) for arch in DEFAULT_TINY_ARCHS]
+    folders = [str(tiny_vlm_path(arch)) for arch in FAMILIES]
     proc = subprocess.run([sys.executable, "-c", PLAIN, *folders], cwd=tmp_path, env=_plain_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (f"run scripts/setup_env.sh to install the start-up hook into {sys.prefix}\n"
