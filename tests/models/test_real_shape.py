@@ -20,7 +20,7 @@ from PIL import Image
 from verl.models.real_shape import REAL_SHAPES, build_real_shape, shape_config
 
 # folders built (Qwen2-VL-2B shares Qwen2.5-VL's image processor and tokenizer; its config is checked above)
-SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen3-vl-4b": (320, 128), "internvl3-2b": (256, 128)}
+SMALL = {"qwen2.5-vl-3b": (256, 160), "qwen3-vl-4b": (160, 128), "internvl3-2b": (256, 128)}
 IMAGE_TOKEN = {"qwen2.5-vl-3b": 151655, "qwen3-vl-4b": 151655, "internvl3-2b": 151667}
 # a 448x448 image: 32x32 patches of 14 px merged 2x2 (Qwen2.5-VL), 28x28 of 16 px (Qwen3-VL), one 448 tile
 TOKENS_448 = {"qwen2.5-vl-3b": 256, "qwen3-vl-4b": 196, "internvl3-2b": 256}
