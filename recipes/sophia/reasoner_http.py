@@ -1,7 +1,8 @@
 """Off-policy reasoner over an OpenAI-compatible chat-completions server (vLLM, SGLang, hosted APIs).
 
-* n samples of one request are sent as n separate requests with ``n=1`` and sample index i (servers
-  differ in ``n`` support); with a seed, sample i uses ``seed + i``;
+* the n samples of one request are asked for in ONE chat-completions call with ``n=n`` (the server shares the
+  prompt's prefill and KV cache across them); each sample is cached under its own key (request + index), and
+  a request is sent again only when one of its samples is missing;
 * bounded concurrency (``asyncio.Semaphore``), a per-attempt timeout (``timeout_s``) and the openai client's
   own retries (``max_retries``) with its back-off (0.5 s doubling up to 8 s, with jitter; ``Retry-After``
   honoured) on timeouts, connection errors, 408, 409, 429 and 5xx, never on other 4xx; a request that still
@@ -69,10 +70,11 @@ class ReasonerStats:
 
 @dataclass
 class _Job:
+    """One request: its sampling params and the cache key of each of its ``n`` samples."""
+
     request: ReasonRequest
-    sample_index: int
     params: dict[str, Any] = field(default_factory=dict)
-    key: str = ""
+    keys: list[str] = field(default_factory=list)
 
 
 class HTTPReasoner:
@@ -154,15 +156,15 @@ class HTTPReasoner:
         import openai
 
         jobs = self._expand(requests)
-        results: list[ReasonResult | None] = [None] * len(jobs)
-        pending: dict[str, list[int]] = {}
+        results: list[list[ReasonResult]] = [[] for _ in jobs]
+        pending: dict[tuple[str, ...], list[int]] = {}
         for i, job in enumerate(jobs):
-            hit = self.cache.get(job.key) if self.cache is not None else None
-            if hit is not None:
-                self.stats.cache_hits += 1
-                results[i] = self._result(job, hit, from_cache=True)
+            hits = [self.cache.get(k) if self.cache is not None else None for k in job.keys]
+            if all(h is not None for h in hits):
+                self.stats.cache_hits += len(hits)
+                results[i] = [self._result(job, s, h, from_cache=True) for s, h in enumerate(hits)]
             else:
-                pending.setdefault(job.key, []).append(i)  # identical requests in one batch are sent once
+                pending.setdefault(tuple(job.keys), []).append(i)  # identical requests in one batch are sent once
         if pending:
             sem = asyncio.Semaphore(self.max_concurrency)
             sent_before = self.stats.requests_sent
@@ -176,9 +178,8 @@ class HTTPReasoner:
             self.stats.retries += self.stats.requests_sent - sent_before - len(pending)
             for idx, out in zip(pending.values(), outs):
                 for i in idx:
-                    results[i] = ReasonResult(**{**asdict(out), "request_id": jobs[i].request.request_id,
-                                                 "sample_index": jobs[i].sample_index})
-        return [r for r in results if r is not None]
+                    results[i] = [ReasonResult(**{**asdict(r), "request_id": jobs[i].request.request_id}) for r in out]
+        return [r for rs in results for r in rs]
 
     # ------------------------------------------------------------------ internals
     def _expand(self, requests: Sequence[ReasonRequest]) -> list[_Job]:
@@ -188,45 +189,51 @@ class HTTPReasoner:
                 raise ValueError(f"reason request {r.request_id!r}: n must be >= 1, got {r.n}")
             if not r.messages:
                 raise ValueError(f"reason request {r.request_id!r}: messages are empty")
-            for s in range(r.n):
-                params = {"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
-                          "seed": None if r.seed is None else int(r.seed) + s}
-                jobs.append(_Job(r, s, params, request_key(self.model, r.messages, params, s)))
+            params = {"temperature": r.temperature, "top_p": r.top_p, "max_tokens": r.max_tokens,
+                      "seed": None if r.seed is None else int(r.seed), "n": r.n}
+            jobs.append(_Job(r, params, [request_key(self.model, r.messages, params, s) for s in range(r.n)]))
         return jobs
 
     @staticmethod
-    def _result(job: _Job, resp: CachedResponse, from_cache: bool) -> ReasonResult:
-        return ReasonResult(job.request.request_id, job.sample_index, resp.text, resp.reasoning,
-                            resp.completion_tokens, resp.finish_reason, from_cache=from_cache)
+    def _result(job: _Job, index: int, resp: CachedResponse, from_cache: bool) -> ReasonResult:
+        return ReasonResult(job.request.request_id, index, resp.text, resp.reasoning, resp.completion_tokens,
+                            resp.finish_reason, from_cache=from_cache)
 
     async def _count_attempt(self, request: Any) -> None:
         self.stats.requests_sent += 1  # every HTTP attempt, the client's retries included
 
-    async def _one(self, client: Any, sem: asyncio.Semaphore, job: _Job) -> ReasonResult:
+    async def _one(self, client: Any, sem: asyncio.Semaphore, job: _Job) -> list[ReasonResult]:
+        """All ``n`` samples of one request in one call; a failure gives ``n`` results with ``error`` set."""
         kwargs = {k: v for k, v in job.params.items() if v is not None}
+        n = job.request.n
         try:
             async with sem:
-                resp = await client.chat.completions.create(model=self.model, messages=job.request.messages, n=1,
-                                                            **kwargs)
-            cached = self._parse(resp)
+                resp = await client.chat.completions.create(model=self.model, messages=job.request.messages, **kwargs)
+            samples = self._parse(resp, n)
         except Exception as e:  # noqa: BLE001 - the client has retried what is retryable; never propagates
             err = self._scrub(f"{type(e).__name__}: {e}")[:500]
             self.stats.failures += 1
-            logger.warning("reasoner request %s#%d failed: %s", job.request.request_id, job.sample_index, err[:300])
-            return ReasonResult(job.request.request_id, job.sample_index, error=err or "unknown error")
+            logger.warning("reasoner request %s (n=%d) failed: %s", job.request.request_id, n, err[:300])
+            return [ReasonResult(job.request.request_id, s, error=err or "unknown error") for s in range(n)]
         self.stats.completed += 1
         if self.cache is not None:
-            self.cache.put(job.key, cached)
-        return self._result(job, cached, from_cache=False)
+            for key, cached in zip(job.keys, samples):
+                self.cache.put(key, cached)
+        return [self._result(job, s, cached, from_cache=False) for s, cached in enumerate(samples)]
 
     @staticmethod
-    def _parse(resp: Any) -> CachedResponse:
-        if not getattr(resp, "choices", None):
-            raise ValueError("response has no choices")
-        choice = resp.choices[0]
-        msg = choice.message
-        extra = getattr(msg, "model_extra", None) or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    def _parse(resp: Any, n: int) -> list[CachedResponse]:
+        """The ``n`` choices in index order (``completion_tokens``: the response's total split evenly)."""
+        choices = sorted(getattr(resp, "choices", None) or [], key=lambda c: c.index)
+        if len(choices) != n:
+            raise ValueError(f"response has {len(choices)} choices, asked for n={n}")
         usage = getattr(resp, "usage", None)
         tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
-        return CachedResponse(msg.content or "", reasoning, tokens, getattr(choice, "finish_reason", None))
+        out = []
+        for choice in choices:
+            msg = choice.message
+            extra = getattr(msg, "model_extra", None) or {}
+            reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+            out.append(CachedResponse(msg.content or "", reasoning, None if tokens is None else tokens // n,
+                                      getattr(choice, "finish_reason", None)))
+        return out

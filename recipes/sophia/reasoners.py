@@ -9,8 +9,9 @@ stage leaves it pending; a re-run retries it). ``calls`` counts the model reques
   plain ``LOCAL_TEMPLATE`` ("Visual information: ...\\nQuestion: ...\\nAnswer:"), sampled with
   ``model.generate`` under a forked RNG seeded with the call's seed.
 * :class:`HTTPReasonerBackend`: ``reasoner_http.HTTPReasoner`` (bounded concurrency, timeouts, retries,
-  SQLite request cache) with the chat prompt of ``prompts.build_reasoning_messages``; sample i of an
-  item uses seed ``item_seed(seed, key) + i``, so a resumed run re-sends identical (cached) requests.
+  SQLite request cache) with the chat prompt of ``prompts.build_reasoning_messages``; all N samples of an
+  item in one request (``n=N``, seed ``item_seed(seed, key)``), so a resumed run re-sends identical (cached)
+  requests.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class LocalReasoner:
 
 
 class HTTPReasonerBackend:
-    """Adapter from :class:`ReasonItem` s to ``HTTPReasoner`` requests (one request per sample)."""
+    """Adapter from :class:`ReasonItem` s to ``HTTPReasoner`` requests (one request with ``n`` samples per item)."""
 
     def __init__(self, client: Any, seed: int = 0):
         self.client, self.seed = client, seed

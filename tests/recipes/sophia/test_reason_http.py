@@ -32,10 +32,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fail:
             obj, code = {"error": {"message": "overloaded"}}, 503
         else:
-            reply = f"Reasoning with seed {body['seed']}. \\boxed{{7}}"
             obj, code = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": reply}}]}, 200
+                         "choices": [{"index": i, "finish_reason": "stop", "message": {
+                             "role": "assistant", "content": f"Reasoning {i} with seed {body['seed']}. \\boxed{{7}}"}}
+                                     for i in range(body.get("n", 1))]}, 200
         data = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -74,15 +74,16 @@ def test_http_reason_stage_resumes_from_cache(server, tmp_path):
         return make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", seed=cfg.trainer.seed)
 
     out = reason_stage(cfg, qs, captions, run, backend)
-    # 4 items x 2 samples; the FAILONCE item's 2 samples fail (503, no retries) -> it stays pending
-    assert server["count"] == 8 and out["failed"] == 1 and len(out["rows"]) == 3
+    # 4 items, one request each for their 2 samples (n=2); the FAILONCE item's request fails (503, no
+    # retries) -> it stays pending
+    assert server["count"] == 4 and out["failed"] == 1 and len(out["rows"]) == 3
     assert all("\\boxed{7}" in t for r in out["rows"] for t in r["reasonings"])
     out = reason_stage(cfg, qs, captions, run, backend)
-    assert server["count"] == 10 and out["failed"] == 0 and len(out["rows"]) == 4  # only the 2 failed samples
+    assert server["count"] == 5 and out["failed"] == 0 and len(out["rows"]) == 4  # only the failed request
     rows = (run / "reasonings.jsonl").read_text()
 
     # kill simulation: the stage output is lost entirely; every response is still in the request cache
     (run / "reasonings.jsonl").unlink()
     out = reason_stage(cfg, qs, captions, run, backend)
-    assert server["count"] == 10 and out["calls"] == 0 and len(out["rows"]) == 4
+    assert server["count"] == 5 and out["calls"] == 0 and len(out["rows"]) == 4
     assert sorted(rows.splitlines()) == sorted((run / "reasonings.jsonl").read_text().splitlines())

@@ -2,7 +2,8 @@
 
 Server hooks, chosen by the last user message: ``SLOW_ONCE`` (first call sleeps past the client timeout),
 ``ALWAYS_SLOW``, ``FAIL500_ONCE`` (first call answers 500), ``BAD400`` (400 whose body echoes the
-Authorization header, to check scrubbing). Replies are ``echo:<text>|seed=<seed>``.
+Authorization header, to check scrubbing). Replies are ``echo:<text>|seed=<seed>``, with ``#<i>`` appended for
+choice i of a request with ``n`` > 1.
 """
 
 from __future__ import annotations
@@ -77,12 +78,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
         if "BAD400" in text:
             return self._send(400, {"error": {"message": f"bad request, you sent {self.headers.get('Authorization')}"}})
-        reply = f"echo:{text}|seed={body.get('seed')}"
+        n = int(body.get("n", 1))
+        replies = [f"echo:{text}|seed={body.get('seed')}" + (f"#{i}" if n > 1 else "") for i in range(n)]
         self._send(200, {
             "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": reply, "reasoning_content": "thinking"}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": len(reply.split("|")), "total_tokens": 5},
+            "choices": [{"index": i, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": r, "reasoning_content": "thinking"}}
+                        for i, r in reversed(list(enumerate(replies)))],  # any order: the client sorts by index
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n},
         })
 
 
@@ -113,10 +116,10 @@ def _client(server, tmp_path, **kw) -> HTTPReasoner:
 def test_basic_n_samples_and_order(server, tmp_path):
     out = _client(server, tmp_path).generate([_req("a", "hello", n=2, seed=10), _req("b", "world")])
     assert [(r.request_id, r.sample_index, r.text) for r in out] == [
-        ("a", 0, "echo:hello|seed=10"), ("a", 1, "echo:hello|seed=11"), ("b", 0, "echo:world|seed=None")]
+        ("a", 0, "echo:hello|seed=10#0"), ("a", 1, "echo:hello|seed=10#1"), ("b", 0, "echo:world|seed=None")]
     assert all(r.completion_tokens == 2 and r.reasoning == "thinking" and not r.from_cache and r.error is None
                for r in out)
-    assert server.count == 3
+    assert server.count == 2  # the n=2 samples of "a" come from one request
 
 
 def test_timeout_once_then_retry_succeeds(server, tmp_path):
@@ -146,13 +149,13 @@ def test_500_retried_but_400_not(server, tmp_path):
 def test_restart_reuses_cache(server, tmp_path):
     reqs = [_req("a", "p1", n=2, seed=0), _req("b", "p2")]
     first = _client(server, tmp_path).generate(reqs)
-    assert server.count == 3
+    assert server.count == 2
     with _client(server, tmp_path) as c1:
         c1.generate([_req("b", "p2")])  # already cached: nothing sent
-    assert server.count == 3
+    assert server.count == 2
     second_client = _client(server, tmp_path)  # a fresh process would see the same file
     second = second_client.generate(reqs + [_req("c", "p3")])
-    assert server.count == 4 and second_client.stats.requests_sent == 1 and second_client.stats.cache_hits == 3
+    assert server.count == 3 and second_client.stats.requests_sent == 1 and second_client.stats.cache_hits == 3
     assert [r.from_cache for r in second] == [True, True, True, False]
     assert [r.text for r in second[:3]] == [r.text for r in first]
     # the key covers sampling params and sample index
