@@ -20,6 +20,7 @@ from typing import Any
 from recipes.sophia import stages as S
 from recipes.sophia.config import SophiaConfig
 from recipes.sophia.policy import LazyPolicy, PolicyGroup
+from recipes.sophia.reasoner_group import ReasonerGroup
 
 logger = logging.getLogger("recipes.sophia.pipeline")
 
@@ -49,7 +50,18 @@ def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
                           log_dir=cfg.trainer.log_dir, config=cfg)
     todo = set(cfg.stages)
     workers = LazyPolicy(policy or (lambda: PolicyGroup(cfg, run)))
-    backend = reasoner or (lambda: make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", cfg.trainer.seed))
+    made: list[Any] = []
+
+    def backend() -> Any:  # local: its own worker group, started after the policy workers are released
+        if reasoner is not None:
+            made.append(reasoner())
+        elif cfg.reason.backend == "local":
+            workers.close()
+            made.append(ReasonerGroup(cfg, run))
+        else:
+            made.append(make_reasoner(cfg.reason, run / "reasoner_cache.sqlite", cfg.trainer.seed))
+        return made[-1]
+
     loaded: list[Any] = []
 
     def processor() -> Any:  # the policy's processor: token lengths (select) and update batches
@@ -81,7 +93,12 @@ def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
             metrics: dict[str, Any] = {}
             if {"reason", "reward", "select"} & todo:
                 t0 = time.perf_counter()
-                rs = S.reason_stage(cfg, train_q, captions, run, backend)
+                try:
+                    rs = S.reason_stage(cfg, train_q, captions, run, backend)
+                finally:
+                    for b in made:
+                        if hasattr(b, "close"):
+                            b.close()
                 timing["timing_s/reason"] = time.perf_counter() - t0
                 metrics.update({"sophia/reason_failed": rs["failed"], "sophia/reason_calls": rs["calls"]})
                 if {"reward", "select"} & todo:

@@ -142,13 +142,14 @@ class HTTPReasonerBackend:
         self.client.close()
 
 
-def make_reasoner(reason: ReasonCfg, cache_path: str | Path | None = None,
-                  seed: int = 0) -> LocalReasoner | HTTPReasonerBackend:
-    """``reason.backend`` "local" (``reason.model_path``, ``reason.trust_remote_code``) or "http"
+def make_reasoner(reason: ReasonCfg, cache_path: str | Path | None = None, seed: int = 0,
+                  device: str = "cpu") -> LocalReasoner | HTTPReasonerBackend:
+    """``reason.backend`` "local" (``reason.model_path``, ``reason.trust_remote_code``, on ``device``; the
+    pipeline builds it inside the reasoner's workers, :mod:`recipes.sophia.reasoner_group`) or "http"
     (``reason.http``: base_url, model, api_key_env, limits)."""
     backend, http = reason.backend, reason.http
     if backend == "local":
-        return LocalReasoner(reason.model_path, trust_remote_code=reason.trust_remote_code)
+        return LocalReasoner(reason.model_path, trust_remote_code=reason.trust_remote_code, device=device)
     if backend == "http":
         from recipes.sophia.reasoner_http import HTTPReasoner
 

@@ -77,7 +77,7 @@ def test_local_reasoner_gets_trust_remote_code(monkeypatch):
     import recipes.sophia.reasoners as R
 
     seen = []
-    monkeypatch.setattr(R, "LocalReasoner", lambda path, trust_remote_code: seen.append((path, trust_remote_code)))
+    monkeypatch.setattr(R, "LocalReasoner", lambda path, trust_remote_code, device: seen.append((path, trust_remote_code)))
     cfg = load_sophia_config(overrides=["reason.trust_remote_code=true"])
     R.make_reasoner(cfg.reason)
     assert seen == [(cfg.reason.model_path, True)]
