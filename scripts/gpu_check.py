@@ -3,7 +3,7 @@
     python scripts/gpu_check.py                          # GPU: full depth, bf16, FSDP2 at world size 1, HF rollout
     python scripts/gpu_check.py --device cpu --layers 2 --small   # the CPU smoke mode the suite runs
 
-``--mode`` picks what runs (``MODES``: ``ttrv``). Order of work, each part adding to the summary (printed and,
+``--mode`` picks what runs (``MODES``: ``ttrv``; ``sophia``: one SOPHIA round, :mod:`gpu_check_sophia`). Order of work, each part adding to the summary (printed and,
 with ``--json-out FILE``, rewritten) as soon as it finishes, so a timeout keeps every figure measured so far:
 
 1. the memory plan (:mod:`verl.utils.memory_plan`) of the shape and settings below against the free memory,
@@ -64,7 +64,7 @@ MODES: dict[str, tuple[Path, str, Callable[[argparse.Namespace], list[str]]]] = 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", default="ttrv", choices=sorted(MODES))
+    p.add_argument("--mode", default="ttrv", choices=sorted([*MODES, "sophia"]))
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--work-dir", default="gpu_check_out", help="model folder, data, logs")
     p.add_argument("--layers", type=int, default=None, help="text layers (default: the published 36)")
@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
     counts = model_counts(shape_config("qwen2.5-vl-3b", **shape))
     summary.update({"mode": args.mode, "model": "qwen2.5-vl-3b shape", "votes": args.votes,
                     "train_votes": args.train_votes})
+    if args.mode == "sophia":
+        return sophia_mode(args, summary, folder, data, shape, dtype, t0)
     extra = plan_overrides(args, load_check_config(args, folder, data, []), counts, summary)
     cfg = load_check_config(args, folder, data, extra)
     folder = build_real_shape("qwen2.5-vl-3b", folder, dtype=getattr(torch, dtype), device=args.device, **shape)
@@ -378,6 +380,29 @@ def step_figures(step: int, row: dict, config, lens: list[int], votes: int, nomi
 def step_line(st: dict) -> str:
     phases = " ".join(f"{p}={st[f'{p}_s']:.2f}s" for p in PHASES if f"{p}_s" in st)
     return f"step {st['step']}: {phases}; {st['tokens_per_s_per_gpu']:.1f} tokens/s/GPU"
+
+
+def sophia_mode(args: argparse.Namespace, summary: Summary, folder: Path, data: Path, shape: dict, dtype: str,
+                t0: float) -> dict:
+    """``--mode sophia``: build the policy, run one round (:mod:`gpu_check_sophia`), report."""
+    import gpu_check_sophia
+    import torch
+
+    from verl.models.real_shape import build_real_shape
+
+    folder = build_real_shape("qwen2.5-vl-3b", folder, dtype=getattr(torch, dtype), device=args.device, **shape)
+    summary.update({"build_s": time.perf_counter() - t0, "device": torch.cuda.get_device_name()
+                    if args.device == "cuda" else "cpu",
+                    "real_shape": json.loads((folder / "real_shape.json").read_text())})
+    summary.save()
+    gpu_check_sophia.run(args, summary, folder, data)
+    summary.update({"ray_imported": sys.modules.get("ray") is not None, "vllm_imported": sys.modules.get("vllm") is not None,
+                    "third_party_modules": third_party_modules(), "total_s": time.perf_counter() - t0})
+    summary.save()
+    gpu_check_sophia.print_summary(summary)
+    if args.bare and (summary["ray_imported"] or summary["vllm_imported"]):
+        raise SystemExit("gpu_check: Ray or vLLM was imported on the local-backend path")
+    return summary
 
 
 def print_summary(s: dict) -> None:

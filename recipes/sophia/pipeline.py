@@ -114,8 +114,9 @@ def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
             summary.update({k: v for k, v in metrics.items() if not k.startswith("sophia/caption_reward_hist/")})
         eval_q = S.questions_of(cfg, "eval") if "evaluate" in todo else []
         if "evaluate" in todo and cfg.trainer.val_before_train:
+            t0 = time.perf_counter()
             base = S.evaluate_stage(cfg, eval_q, cfg.model_path, "base", run, base_engine)
-            tracker.log(base, step=0)
+            tracker.log({**base, "timing_s/evaluate_base": time.perf_counter() - t0}, step=0)
             summary.update(base)
         if "update" in todo:
             t0 = time.perf_counter()
@@ -123,9 +124,10 @@ def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
             tracker.log({"timing_s/update": time.perf_counter() - t0}, step=info["steps"])
             summary["update"] = info
         if "evaluate" in todo and (run / "model" / "update.json").is_file():
+            t0 = time.perf_counter()
             after = S.evaluate_stage(cfg, eval_q, run / "model", "sophia", run, updated_engine)
             steps = summary.get("update", {}).get("steps", 1)
-            tracker.log(after, step=int(steps))
+            tracker.log({**after, "timing_s/evaluate_sophia": time.perf_counter() - t0}, step=int(steps))
             summary.update(after)
         tracker.summary(summary)
     finally:
