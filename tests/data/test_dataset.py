@@ -80,7 +80,7 @@ def test_resume_at_epoch_end_starts_next_epoch():
 def test_state_mismatch_and_bad_args():
     dl = make_dataloader(_records(6), batch_size=2, shuffle=True, seed=0)
     next(iter(dl))
-    with pytest.raises(ValueError, match="for 6 records, but the dataset has 5"):
+    with pytest.raises(ValueError, match="for 6 records, this config has 5"):
         other = make_dataloader(_records(5), batch_size=2, shuffle=True, seed=0)
         other.load_state_dict(dl.state_dict())
         next(iter(other))

@@ -69,7 +69,9 @@ class EpochSampler(Sampler[int]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a position; the data settings must match (a different data set cannot resume)."""
         if int(state["n"]) != self.n:
-            raise ValueError(f"data-loader state is for {state['n']} records, but the dataset has {self.n}")
+            raise ValueError(f"the checkpoint's data-loader state is for {state['n']} records, this config has {self.n}: "
+                             "a changed data set cannot resume it (choose another trainer.experiment_name or "
+                             "delete that checkpoint folder)")
         for key in ("seed", "shuffle"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"data-loader state has {key}={state[key]!r} but the loader has "

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from verl.config.schema import ModelConfig, RolloutConfig
+from verl.models.family import FAMILIES
 from verl.workers.rollout import make_rollout
 
 
@@ -23,8 +24,10 @@ def fake_vllm(monkeypatch):
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
+    archs = [f.vllm_architecture for f in FAMILIES.values()]
     monkeypatch.setattr(vllm_compat, "prepare_vllm_env", lambda *a, **k: None)
-    monkeypatch.setattr(vllm_compat, "import_vllm", lambda: types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
+    monkeypatch.setattr(vllm_compat, "import_vllm", lambda: types.SimpleNamespace(
+        LLM=LLM, SamplingParams=dict, ModelRegistry=types.SimpleNamespace(get_supported_archs=lambda: archs)))
     return seen
 
 
