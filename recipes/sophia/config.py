@@ -117,6 +117,7 @@ class SophiaConfig:
     update: UpdateCfg = field(default_factory=UpdateCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
     stages: list[str] = field(default_factory=lambda: ["caption", "reason", "reward", "select", "update", "evaluate"])
+    entry_point: str = "recipes.sophia.main"  # the command that runs this config
 
     @property
     def run_path(self) -> Path:

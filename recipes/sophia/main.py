@@ -21,6 +21,8 @@ from typing import Any
 
 from recipes.sophia.config import CONFIG_DIR, DEFAULT_CONFIG_NAME, load_sophia_config
 
+ENTRY_POINT = "recipes.sophia.main"  # this module, as SOPHIA's configs' ``entry_point`` names it
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             cfg = load_sophia_config(args.config_name, args.overrides, args.config_dir)
+            if cfg.entry_point != ENTRY_POINT:
+                raise ValueError(f"entry_point={cfg.entry_point}: this config is run by python -m {cfg.entry_point}")
             if args.cfg:
                 print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
                 return 0

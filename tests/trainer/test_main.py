@@ -132,6 +132,11 @@ def test_a_config_of_another_command_names_that_command(capsys):
                    f"--config-dir {CONFIG[1]} --config-name protocol_e_online [key=value ...]"]
     assert main([*CONFIG, "entry_point=pkg.other"]) == 2  # stops before reading any data
     assert "this config is run by python -m pkg.other" in capsys.readouterr().err
+    sophia = str(ROOT / "recipes" / "sophia" / "config")
+    assert main(["--config-dir", sophia, "--config-name", "sophia_cpu_tiny"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: config 'sophia_cpu_tiny' is run by its own command: "
+                                               f"python -m recipes.sophia.main --config-dir {sophia} "
+                                               "--config-name sophia_cpu_tiny [key=value ...]")
 
 
 def _final_weights(ckpt: Path) -> dict:
