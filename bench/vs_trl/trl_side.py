@@ -15,7 +15,7 @@ T0 = time.perf_counter()
 
 import torch  # noqa: E402
 
-from verl.data.formats import read_ttrv_json  # noqa: E402
+from verl.data.formats import read_json_records  # noqa: E402
 from verl.data.images import record_to_chat  # noqa: E402
 from verl.models.load import load_vlm  # noqa: E402
 
@@ -45,7 +45,7 @@ def main() -> None:
     sys_path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     from majority import majority_vote_rewards
 
-    records = read_ttrv_json(a.data)[: a.prompts * a.steps]
+    records = read_json_records(a.data)[: a.prompts * a.steps]
     rows = {"prompt": [record_to_chat(r) for r in records],
             "image": [Image.open(r.images[0]).convert("RGB") for r in records]}
     dataset = Dataset.from_dict(rows)

@@ -32,7 +32,7 @@ class DataCfg:
     dir: str = "data/sophia_pairs"  # folder that relative train / eval file paths are read from
     train_file: str = "sophia_train.json"  # questions SOPHIA collects trajectories for (gold answers needed)
     eval_file: str = "eval.json"  # held-out questions (VLM accuracy before / after)
-    format: str = "auto"  # auto | ttrv_json | parquet (verl.data.formats)
+    format: str = "auto"  # auto | json | parquet (verl.data.formats)
     image_root: str | None = None  # base folder of relative image paths (default: the file's folder)
     max_train: int = -1  # first questions only (-1: all)
     max_eval: int = -1
@@ -134,7 +134,7 @@ class SophiaConfig:
 STAGES = ("caption", "reason", "reward", "select", "update", "evaluate")
 CHOICES: dict[str, tuple[str, ...]] = {
     **{k: v for k, v in VERL_CHOICES.items() if k.startswith(("actor_rollout_ref.", "trainer."))},
-    "data.format": ("auto", "ttrv_json", "parquet"),
+    "data.format": ("auto", "json", "parquet"),
     "reason.backend": ("local", "http"),
     "select.length_unit": ("tokens", "chars"),
     "select.pick": ("shortest", "random"),

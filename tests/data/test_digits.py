@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from verl.data.digits import build_digits_dataset, main
-from verl.data.formats import read_ttrv_json
+from verl.data.formats import read_json_records
 
 SPLITS = ["train", "val", "dev_elastic", "test_noise", "test_blur", "test_rotate", "test_invert", "test_occlude"]
 
@@ -45,7 +45,7 @@ def test_mc_and_open_styles(small_digits):
         assert sorted(opts) == ["A", "B", "C", "D"]
         assert len(set(opts.values())) == 4  # 3 distinct distractors
         assert opts[a["answer"]] == b["answer"]  # the letter points at the true digit
-    recs = read_ttrv_json(small_digits / "test_noise_mc.json")
+    recs = read_json_records(small_digits / "test_noise_mc.json")
     assert recs[0].options[recs[0].ground_truth] == mc[0]["digit"]
 
 

@@ -8,11 +8,11 @@ from PIL import Image
 
 from verl.data.formats import (
     Record,
-    convert_ttrv_to_parquet,
+    convert_json_to_parquet,
     load_image,
     load_records,
     parse_options,
-    read_ttrv_json,
+    read_json_records,
     read_verl_parquet,
     record_to_chat,
     write_verl_parquet,
@@ -60,7 +60,7 @@ def _make_png(path: Path, color=(10, 200, 30)) -> Path:
 
 def test_digits_json_parquet_round_trip(small_digits, tmp_path):
     json_path = small_digits / "test_rotate_mc.json"
-    recs = read_ttrv_json(json_path)
+    recs = read_json_records(json_path)
     assert len(recs) == 6
     r0 = recs[0]
     rows = json.loads(json_path.read_text())
@@ -72,7 +72,7 @@ def test_digits_json_parquet_round_trip(small_digits, tmp_path):
     assert r0.extra == {"digit": rows[0]["digit"], "shift": "rotate"}
     assert r0.origin == str(json_path)
 
-    pq_path = convert_ttrv_to_parquet(json_path, tmp_path / "out" / "rot.parquet")
+    pq_path = convert_json_to_parquet(json_path, tmp_path / "out" / "rot.parquet")
     back = read_verl_parquet(pq_path)
     assert len(back) == len(recs)
     for a, b in zip(recs, back):
@@ -88,7 +88,7 @@ def test_digits_json_parquet_round_trip(small_digits, tmp_path):
     mixed = load_records([paths_pq, json_path])
     assert [r.images for r in mixed[:6]] == [r.images for r in recs]
     assert [r.uid for r in mixed[6:]] == [r.uid for r in recs]
-    assert [r.uid for r in load_records(str(json_path), format="ttrv_json")] == [r.uid for r in recs]
+    assert [r.uid for r in load_records(str(json_path), format="json")] == [r.uid for r in recs]
     with pytest.raises(ValueError, match="unknown format 'csv'"):
         load_records(json_path, format="csv")
     assert load_image(back[0].images[0]).size == (56, 56)
@@ -130,10 +130,10 @@ def test_ttrv_missing_field_names_file_and_id(tmp_path):
     p.write_text(json.dumps([{"prompt": "<image> x", "image_path": "a.png", "answer": "A", "source": "s", "id": 5},
                              {"prompt": "<image> y", "answer": "B", "source": "s", "id": "k9"}]))
     with pytest.raises(ValueError, match=r"train\.json: record id 'k9' \(position 1\).*image_path"):
-        read_ttrv_json(p)
+        read_json_records(p)
     p.write_text(json.dumps([{"prompt": "<image> y", "image_path": "a.png", "answer": "B", "source": "s"}]))
     with pytest.raises(ValueError, match=r"train\.json: record at position 0.*\['id'\]"):
-        read_ttrv_json(p)
+        read_json_records(p)
     with pytest.raises(ValueError, match="cannot infer the data format"):
         load_records(tmp_path / "x.csv")
 
@@ -147,7 +147,7 @@ def _check_ttrv_file(json_path: Path, image_dir: Path, tmp_path: Path) -> list[R
     copy = tmp_path / json_path.parent.name / "train.json"
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(json.dumps(rows))
-    recs = read_ttrv_json(copy)
+    recs = read_json_records(copy)
     assert len(recs) == len(rows)
     kept, report = validate_records(recs)
     assert len(kept) == len(rows) and report.n_skipped == 0
@@ -158,7 +158,7 @@ def _check_ttrv_file(json_path: Path, image_dir: Path, tmp_path: Path) -> list[R
         if len(rec.ground_truth) == 1:  # a letter answer must be one of the parsed options
             assert rec.ground_truth in rec.options, (json_path, row["id"], rec.options)
         assert all(v and "\n" not in v for v in rec.options.values())
-    back = read_verl_parquet(convert_ttrv_to_parquet(copy, tmp_path / f"{json_path.parent.name}.parquet"))
+    back = read_verl_parquet(convert_json_to_parquet(copy, tmp_path / f"{json_path.parent.name}.parquet"))
     assert [(r.uid, r.ground_truth, r.options) for r in back] == [(r.uid, r.ground_truth, r.options) for r in recs]
     return recs
 

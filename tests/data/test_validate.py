@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from verl.data.formats import Record, read_ttrv_json
+from verl.data.formats import Record, read_json_records
 from verl.data.validate import DataValidationError, count_prompt_tokens, validate_records
 
 
 @pytest.fixture()
 def good(small_digits) -> list[Record]:
-    return read_ttrv_json(small_digits / "test_occlude_mc.json")
+    return read_json_records(small_digits / "test_occlude_mc.json")
 
 
 def _bad_cases(good: list[Record], tmp_path: Path) -> dict[str, Record]:

@@ -24,8 +24,8 @@ SCHEMA_NAME = "ppo_trainer_schema"
 class DataConfig:
     train_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_open.json"])
     val_files: list[str] = field(default_factory=lambda: ["data/digits/test_noise_open.json"])
-    format: str = "auto"  # auto | ttrv_json | parquet
-    image_root: str | None = None  # base folder for relative image paths of TTRV JSON
+    format: str = "auto"  # auto | json | parquet
+    image_root: str | None = None  # base folder for relative image paths of JSON records
     max_prompt_length: int = 1024  # tokens, image tokens included
     max_response_length: int = 1024
     train_batch_size: int = 8  # prompts per step
@@ -183,8 +183,8 @@ class GuardConfig:
 
 @dataclass
 class TrainerConfig:
-    project_name: str = "verl_ttrv"
-    experiment_name: str = "ttrv"
+    project_name: str = "verl"
+    experiment_name: str = "run"
     total_epochs: int = 2
     total_training_steps: int | None = None  # None -> ceil(prompts / train_batch_size) * total_epochs
     n_gpus_per_node: int = 1  # with device=cpu: number of CPU workers per node
@@ -224,7 +224,7 @@ class RLConfig:
 # Allowed values of choice-valued keys (dotted path -> choices); checked by loader.finalize. Registry-valued
 # keys (adv_estimator, policy_loss, method, loss_agg_mode; reward.name by the method) are checked against the lists next to their code.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("auto", "ttrv_json", "parquet"),
+    "data.format": ("auto", "json", "parquet"),
     "data.on_invalid": ("error", "skip"),
     "actor_rollout_ref.model.dtype": ("float32", "bfloat16", "auto"),
     "actor_rollout_ref.actor.optim.lr_scheduler_type": ("constant", "cosine"),

@@ -1,2 +1,2 @@
-"""Data layer: formats (TTRV JSON, verl parquet) → :class:`verl.data.formats.Record`, validation,
+"""Data layer: formats (JSON records, verl parquet) → :class:`verl.data.formats.Record`, validation,
 the digits task builder and resumable batching. Submodules are imported explicitly (no heavy imports here)."""

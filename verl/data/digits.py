@@ -1,4 +1,4 @@
-"""Real handwritten digits (scikit-learn's ``load_digits``, no download) as TTRV-format tasks.
+"""Real handwritten digits (scikit-learn's ``load_digits``, no download) as JSON-record tasks.
 
 Splits of the 1,797 8×8 images (stratified by digit, deterministic given ``seed``):
 
@@ -164,7 +164,7 @@ def build_digits_dataset(
     n_test_per_split: int | None = None,
     max_per_split: int | None = None,
 ) -> dict[str, Path]:
-    """Write the digits splits in TTRV format under ``out_dir``; returns ``{"<split>_<style>": path, "manifest": path}``.
+    """Write the digits splits as JSON records under ``out_dir``; returns ``{"<split>_<style>": path, "manifest": path}``.
 
     ``n_test_per_split`` caps the dev/test splits, ``max_per_split`` caps every split (for fast tests);
     capped splits keep the first records of the full build.
@@ -231,7 +231,7 @@ def build_digits_dataset(
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """CLI: ``python -m verl.data.digits --out data/digits --seed 0``."""
-    ap = argparse.ArgumentParser(description="Build the digits test-time-adaptation tasks in TTRV format.")
+    ap = argparse.ArgumentParser(description="Build the digits test-time-adaptation tasks as JSON records.")
     ap.add_argument("--out", default="data/digits", help="output folder (default: data/digits)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=56)

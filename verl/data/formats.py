@@ -1,8 +1,8 @@
-"""Dataset formats: TTRV JSON and verl parquet, read into one common :class:`Record`.
+"""Dataset formats: JSON records and verl parquet, read into one common :class:`Record`.
 
-TTRV JSON (the public TTRV release): a list of ``{"prompt": "<image> \\n ...", "image_path": ...,
-"answer": "C", "source": ..., "id": ...}``; ``image_path`` is absolute or relative to ``image_root``
-(default: the JSON file's folder); it may also be a list of paths (one per ``<image>``).
+JSON records (the layout of the public TTRV release, recipes/ttrv): a list of
+``{"prompt": "<image> \\n ...", "image_path": ..., "answer": "C", "source": ..., "id": ...}``; ``image_path``
+is absolute or relative to ``image_root`` (default: the JSON file's folder); it may also be a list of paths (one per ``<image>``).
 
 verl parquet: rows ``data_source``, ``prompt`` (chat messages, ``<image>`` placeholders in the text),
 ``images`` (list of ``{"bytes", "path"}`` dicts, or plain paths / bytes), ``reward_model.ground_truth``,
@@ -27,7 +27,7 @@ from verl.data.images import (  # noqa: F401  (re-exported: workers import them 
 )
 from verl.rewards.options import parse_options  # noqa: F401  (one option parser for the project)
 
-TTRV_FIELDS = ("prompt", "image_path", "answer", "source", "id")
+JSON_FIELDS = ("prompt", "image_path", "answer", "source", "id")
 _GENERIC_STEMS = {"train", "test", "val", "valid", "validation", "dev", "data"}
 
 
@@ -75,16 +75,16 @@ def _resolve_image(value: Any, root: Path, where: str) -> str:
     return str(p if p.is_absolute() else (root / p).resolve())
 
 
-def read_ttrv_json(path: str | Path, image_root: str | Path | None = None,
+def read_json_records(path: str | Path, image_root: str | Path | None = None,
                    data_source: str | None = None) -> list[Record]:
-    """Read a TTRV-format JSON file (a list of records, or JSON lines for ``.jsonl``).
+    """Read a JSON records file (a list of records, or JSON lines for ``.jsonl``).
 
     ``data_source`` overrides every record's ``source`` (the public files all say ``gpqa_diamond``).
     A missing field raises ``ValueError`` naming the file, the record id (or position) and the field.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"TTRV data file not found: {path}")
+        raise FileNotFoundError(f"JSON data file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".jsonl":
@@ -103,10 +103,10 @@ def read_ttrv_json(path: str | Path, image_root: str | Path | None = None,
             raise ValueError(f"{path}: record at position {i} is not an object ({type(row).__name__})")
         rid = row.get("id")
         where = f"{path}: record id {str(rid)!r} (position {i})" if rid is not None else f"{path}: record at position {i}"
-        required = [f for f in TTRV_FIELDS if not (f == "source" and data_source is not None)]
+        required = [f for f in JSON_FIELDS if not (f == "source" and data_source is not None)]
         missing = [f for f in required if f not in row]
         if missing:
-            raise ValueError(f"{where}: missing field(s) {missing} (TTRV records need {list(TTRV_FIELDS)})")
+            raise ValueError(f"{where}: missing field(s) {missing} (JSON records need {list(JSON_FIELDS)})")
         if rid is None or str(rid) == "":
             raise ValueError(f"{where}: field 'id' is empty")
         if not isinstance(row["prompt"], str):
@@ -121,7 +121,7 @@ def read_ttrv_json(path: str | Path, image_root: str | Path | None = None,
             images=[_resolve_image(p, root, where) for p in paths],
             ground_truth=None if answer is None else str(answer),
             options=parse_options(row["prompt"]),
-            extra={k: v for k, v in row.items() if k not in TTRV_FIELDS},
+            extra={k: v for k, v in row.items() if k not in JSON_FIELDS},
             origin=str(path),
         ))
     return records
@@ -242,36 +242,36 @@ def write_verl_parquet(records: Sequence[Record], path: str | Path, embed_images
     return path
 
 
-def convert_ttrv_to_parquet(json_path: str | Path, parquet_path: str | Path, image_root: str | Path | None = None,
+def convert_json_to_parquet(json_path: str | Path, parquet_path: str | Path, image_root: str | Path | None = None,
                             embed_images: bool = True, data_source: str | None = None) -> Path:
-    """TTRV JSON → verl parquet (images embedded by default)."""
-    records = read_ttrv_json(json_path, image_root=image_root, data_source=data_source)
+    """JSON records → verl parquet (images embedded by default)."""
+    records = read_json_records(json_path, image_root=image_root, data_source=data_source)
     return write_verl_parquet(records, parquet_path, embed_images=embed_images)
 
 
 def load_records(paths: str | Path | Iterable[str | Path], format: str = "auto",
                  image_root: str | Path | None = None) -> list[Record]:
-    """Read one or more data files; ``format`` is ``auto`` (by extension), ``ttrv_json`` or ``parquet``."""
+    """Read one or more data files; ``format`` is ``auto`` (by extension), ``json`` or ``parquet``."""
     if isinstance(paths, str | Path):
         paths = [paths]
     paths = [Path(str(p)) for p in paths]
     if not paths:
         raise ValueError("load_records: no data files given")
-    if format not in ("auto", "ttrv_json", "ttrv", "json", "parquet", "verl"):
-        raise ValueError(f"load_records: unknown format {format!r} (use auto, ttrv_json or parquet)")
+    if format not in ("auto", "json", "parquet"):
+        raise ValueError(f"load_records: unknown format {format!r} (use auto, json or parquet)")
     records: list[Record] = []
     for p in paths:
         kind = format
         if kind == "auto":
             if p.suffix in (".json", ".jsonl"):
-                kind = "ttrv_json"
+                kind = "json"
             elif p.suffix in (".parquet", ".pq"):
                 kind = "parquet"
             else:
                 raise ValueError(f"{p}: cannot infer the data format from the extension {p.suffix!r} "
-                                 "(.json/.jsonl = TTRV, .parquet = verl); pass format= explicitly")
-        if kind in ("ttrv_json", "ttrv", "json"):
-            records.extend(read_ttrv_json(p, image_root=image_root))
+                                 "(.json/.jsonl = JSON records, .parquet = verl parquet); pass format= explicitly")
+        if kind == "json":
+            records.extend(read_json_records(p, image_root=image_root))
         else:
             records.extend(read_verl_parquet(p))
     return records
@@ -281,16 +281,16 @@ def main(argv: list[str] | None = None) -> Path:
     """CLI: ``python -m verl.data.formats convert IN.json OUT.parquet [--image-root DIR] [--no-embed]``."""
     import argparse
 
-    p = argparse.ArgumentParser(description="Convert TTRV JSON to verl parquet.")
+    p = argparse.ArgumentParser(description="Convert JSON records to verl parquet.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="TTRV JSON -> verl parquet")
+    c = sub.add_parser("convert", help="JSON records -> verl parquet")
     c.add_argument("json_path")
     c.add_argument("parquet_path")
     c.add_argument("--image-root", default=None)
     c.add_argument("--no-embed", action="store_true", help="keep image paths instead of embedding bytes")
     c.add_argument("--data-source", default=None)
     a = p.parse_args(argv)
-    out = convert_ttrv_to_parquet(a.json_path, a.parquet_path, image_root=a.image_root,
+    out = convert_json_to_parquet(a.json_path, a.parquet_path, image_root=a.image_root,
                                   embed_images=not a.no_embed, data_source=a.data_source)
     print(f"wrote {out} ({len(read_verl_parquet(out))} rows)")
     return out
