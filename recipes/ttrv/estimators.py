@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from recipes.ttrv.voting import ENTROPY_FORMS, REWARD_TYPES, VoteGroup, ttrv_group_reward
+from recipes.ttrv.voting import (
+    ENTROPY_FORMS,
+    REWARD_TYPES,
+    VoteGroup,
+    constant_entropy_term,
+    ttrv_group_reward,
+)
 from verl.protocol import DataProto
 from verl.rewards.registry import check_reward_kwargs, custom_group_reward, score_groups
 from verl.utils.registry import lookup
@@ -135,8 +141,6 @@ def _check_ttrv_choices(reward_type: str, entropy_form: str) -> None:
 
 def _ttrv_constant_terms(*, reward_type: str = "frequency", entropy_coef: float = 0.75, entropy_form: str = "per_sample",
                          invalid_penalty: float = -1.0, invalid_votes: bool = False) -> list[str]:
-    from recipes.ttrv.reward_check import constant_entropy_term
-
     _check_ttrv_choices(reward_type, entropy_form)
     if entropy_coef != 0 and constant_entropy_term(entropy_form, invalid_votes):
         return [f"entropy term (reward.kwargs.entropy_coef={entropy_coef}, reward.kwargs.entropy_form={entropy_form})"]

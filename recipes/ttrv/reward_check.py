@@ -11,20 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from recipes.ttrv.estimators import Estimator
-from recipes.ttrv.voting import ENTROPY_FORMS, entropy_rewards
+from recipes.ttrv.voting import ENTROPY_FORMS, PROBE_GROUPS, entropy_rewards
 from verl.config.schema import AlgorithmConfig
-from verl.rewards.answers import INVALID
 from verl.trainer.reward_check import cancels_group_constants
 
-_PROBE_GROUPS = (["1", "1", "2", "3"], ["4", "4", "4", "5"], ["6", "7", INVALID, "6"], ["8", "8", "8", "8"])
 _SURVIVING_FORMS = [f for f in ENTROPY_FORMS if not all(
-    np.allclose(x, x[0]) for x in (entropy_rewards(g, f) for g in _PROBE_GROUPS))]
-
-
-def constant_entropy_term(form: str, invalid_votes: bool = False) -> bool:
-    """True when the entropy term of ``form`` is the same for every vote of each probe group."""
-    r2 = [entropy_rewards(g, form, invalid_votes) for g in _PROBE_GROUPS]
-    return all(np.allclose(x, x[0]) for x in r2)
+    np.allclose(x, x[0]) for x in (entropy_rewards(g, f) for g in PROBE_GROUPS))]
 
 
 def reward_composition_warnings(estimator: Estimator, algorithm: AlgorithmConfig) -> list[str]:

@@ -155,3 +155,13 @@ def ttrv_group_reward(answers: Sequence[str], *, reward_type: str = "frequency",
         r1=r1,
         r2=r2,
     )
+
+
+# a few synthetic vote groups on which a term's constancy within every group is probed
+PROBE_GROUPS = (["1", "1", "2", "3"], ["4", "4", "4", "5"], ["6", "7", INVALID, "6"], ["8", "8", "8", "8"])
+
+
+def constant_entropy_term(form: str, invalid_votes: bool = False) -> bool:
+    """True when the entropy term of ``form`` is the same for every vote of each probe group."""
+    r2 = [entropy_rewards(g, form, invalid_votes) for g in PROBE_GROUPS]
+    return all(np.allclose(x, x[0]) for x in r2)

@@ -44,7 +44,7 @@ from verl.workers.fsdp_utils import (
     np_rng_to_tensors,
 )
 from verl.workers.lora import apply_lora, lora_enabled, lora_scale, merge_lora, save_adapter, write_meta
-from verl.workers.micro_batch import token_micro_batches
+from verl.workers.micro_batch import agg_share, batch_column, token_micro_batches
 
 logger = logging.getLogger("verl.workers.actor")
 _PREFIX = "hf."
@@ -68,24 +68,6 @@ class _PolicyModule(nn.Module):
         return response_log_probs(self.hf, input_ids, attention_mask, responses_len, image_inputs,
                                   prompt_index, temperature=temperature, calc_entropy=calc_entropy,
                                   entropy_grad=entropy_grad, share_prompt=share_prompt, token_stat=token_stat)
-
-
-def _column(data, key: str, where: str):
-    if key in data.batch.keys():
-        return data.batch[key]
-    if key in data.non_tensor_batch:
-        return data.non_tensor_batch[key]
-    raise KeyError(f"{where}: the batch has no {key!r} (tensors: {sorted(data.batch.keys())}, "
-                   f"non-tensors: {sorted(data.non_tensor_batch)})")
-
-
-def _agg_share(mode: str, mask: torch.Tensor) -> float:
-    """What a set of rows adds to the normalizer of ``agg_loss(mode)`` (tokens, rows, or 1 for seq-sum)."""
-    if mode == "token-mean":
-        return float(mask.sum())
-    if mode == "seq-sum":
-        return 1.0
-    return float(mask.shape[0])
 
 
 class FSDPActor:
@@ -178,9 +160,9 @@ class FSDPActor:
     def _forward(self, data, rows: list[int], cache: dict, calc_entropy: bool, entropy_grad: bool = True,
                  token_stat: str = "entropy"):
         sel = torch.as_tensor(rows, dtype=torch.long)
-        input_ids = _column(data, "input_ids", "actor")[sel].to(self.device)
-        attn = _column(data, "attention_mask", "actor")[sel].to(self.device)
-        R = int(_column(data, "responses", "actor").shape[1])
+        input_ids = batch_column(data, "input_ids", "actor")[sel].to(self.device)
+        attn = batch_column(data, "attention_mask", "actor")[sel].to(self.device)
+        R = int(batch_column(data, "responses", "actor").shape[1])
         image_inputs, pidx = self._image_inputs(data, rows, cache)
         temperature = float(data.meta_info.get("temperature", 1.0) or 1.0)
         return self.module(input_ids, attn, R, image_inputs, pidx, temperature=temperature,
@@ -190,8 +172,8 @@ class FSDPActor:
     def _micro_batches(self, data, rows: list[int], max_tokens: int) -> list[list[int]]:
         """Token-budget micro-batches of ``rows``, the same count on every rank (a zero-weight ``None``
         entry pads a rank that has fewer)."""
-        attn = _column(data, "attention_mask", "actor")
-        R = int(_column(data, "responses", "actor").shape[1])
+        attn = batch_column(data, "attention_mask", "actor")
+        R = int(batch_column(data, "responses", "actor").shape[1])
         plen = attn[:, :-R].sum(-1).tolist()
         rlen = attn[:, -R:].sum(-1).tolist()
         mbs: list = token_micro_batches(rows, self._prompt_keys(data), plen, rlen, max_tokens,
@@ -206,7 +188,7 @@ class FSDPActor:
         """Log-probs ``[N, R]`` of ``responses`` and the per-token ``token_stat`` (entropy | self_certainty)."""
         self.module.eval()
         n = len(data)
-        R = int(_column(data, "responses", "actor").shape[1])
+        R = int(batch_column(data, "responses", "actor").shape[1])
         lps, ents = torch.zeros(n, R), (torch.zeros(n, R) if calc_entropy else None)
         cache: dict = {}
         for rows in self._micro_batches(data, list(range(n)), self.cfg.log_prob_max_token_len_per_gpu):
@@ -289,7 +271,7 @@ class FSDPActor:
                    "clip_ratio_c": c.clip_ratio_c}
         if c.use_kl_loss and "ref_log_prob" not in data.batch.keys():
             raise KeyError("use_kl_loss is set but the batch has no 'ref_log_prob'")
-        adv, rmask = _column(data, "advantages", "update_policy"), _column(data, "response_mask", "update_policy")
+        adv, rmask = batch_column(data, "advantages", "update_policy"), batch_column(data, "response_mask", "update_policy")
         old_lp = None if fused else data.batch["old_log_probs"]
         is_weights = data.batch["rollout_is_weights"] if "rollout_is_weights" in data.batch.keys() else None
         ref_lp = data.batch["ref_log_prob"] if c.use_kl_loss else None
@@ -305,7 +287,7 @@ class FSDPActor:
         for _ in range(c.ppo_epochs):
             for m0 in starts:
                 mrows = list(range(m0, min(n, m0 + mini)))
-                norm = max(_agg_share(agg, rmask[mrows]), 1.0)
+                norm = max(agg_share(agg, rmask[mrows]), 1.0)
                 sums: dict[str, float] = {}
                 active = [r for r in mrows if r not in skip]
                 for rows in self._micro_batches(data, active, c.ppo_max_token_len_per_gpu):
@@ -314,7 +296,7 @@ class FSDPActor:
                                             entropy_grad=c.entropy_coeff != 0)
                     dev = lp.device
                     mask = rmask[sel].to(dev)
-                    w = 0.0 if rows is None else _agg_share(agg, mask) / norm
+                    w = 0.0 if rows is None else agg_share(agg, mask) / norm
                     old = lp.detach() if fused else old_lp[sel].to(dev)
                     pg_loss, pm = loss_fn(old_log_prob=old, log_prob=lp, advantages=adv[sel].to(dev),
                                           response_mask=mask, loss_agg_mode=agg, **clip_kw,

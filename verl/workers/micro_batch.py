@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+import torch
+
 
 def packed_tokens(groups: dict[Hashable, int], longest_prompt: int, longest_response: int) -> int:
     """Tokens of one packed forward: ``U * (longest_prompt + S * longest_response)``."""
@@ -52,3 +54,22 @@ def token_micro_batches(rows: Sequence[int], keys: Sequence[Hashable], prompt_le
     if cur:
         out.append(cur)
     return out
+
+
+def batch_column(data, key: str, where: str):
+    """``data``'s tensor or non-tensor column ``key``; a missing one names ``where`` and what the batch has."""
+    if key in data.batch.keys():
+        return data.batch[key]
+    if key in data.non_tensor_batch:
+        return data.non_tensor_batch[key]
+    raise KeyError(f"{where}: the batch has no {key!r} (tensors: {sorted(data.batch.keys())}, "
+                   f"non-tensors: {sorted(data.non_tensor_batch)})")
+
+
+def agg_share(mode: str, mask: torch.Tensor) -> float:
+    """What a set of rows adds to the normalizer of ``agg_loss(mode)`` (tokens, rows, or 1 for seq-sum)."""
+    if mode == "token-mean":
+        return float(mask.sum())
+    if mode == "seq-sum":
+        return 1.0
+    return float(mask.shape[0])

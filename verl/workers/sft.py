@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from verl.algos.policy_loss import weighted_nll_loss
-from verl.workers.actor import _agg_share, _column
+from verl.workers.micro_batch import agg_share, batch_column
 
 if TYPE_CHECKING:
     from verl.workers.actor import FSDPActor
@@ -39,7 +39,7 @@ def sft_step(actor: FSDPActor, data, weights: torch.Tensor | None = None) -> dic
     if w.numel() != n:
         raise ValueError(f"sft_step: {w.numel()} weights for {n} rows")
     agg = actor.cfg.loss_agg_mode
-    rmask = _column(data, "response_mask", "sft_step")
+    rmask = batch_column(data, "response_mask", "sft_step")
     live = sum_over_ranks(float(rmask.sum()) if agg == "token-mean" else float((rmask.sum(-1) > 0).sum()), ws)
     norm = 1.0 if agg == "seq-sum" else max(live, 1.0)
     lr = float(actor.optimizer.param_groups[0]["lr"])
@@ -49,7 +49,7 @@ def sft_step(actor: FSDPActor, data, weights: torch.Tensor | None = None) -> dic
         sel = torch.as_tensor(rows or [0])  # None: a pass that only keeps this rank in step with the others
         lp, _ = actor._forward(data, sel.tolist(), cache, calc_entropy=False)
         mask = rmask[sel].to(lp.device)
-        scale = 0.0 if rows is None else _agg_share(agg, mask) / norm
+        scale = 0.0 if rows is None else agg_share(agg, mask) / norm
         loss = weighted_nll_loss(lp, w[sel].to(lp.device), mask, agg) * scale
         (loss * ws).backward()
         total += float(loss.detach())
