@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.ttrv.experiments import SHIFTS, Run, execute_all, split_file
+from recipes.ttrv.grid_runs import SHIFTS, Run, execute_all, split_file
 
 PAGE = Path("docs/results/estimators.md")
 PLOT = "estimators_accuracy_vs_step.png"

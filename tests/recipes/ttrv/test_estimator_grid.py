@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recipes.ttrv import estimator_grid as G
-from recipes.ttrv.experiments import Run
+from recipes.ttrv.grid_runs import Run
 
 
 def test_candidates_try_every_lr_and_the_stop_thresholds():

@@ -43,7 +43,9 @@ def test_dev_selection_is_a_coordinate_search(monkeypatch, tmp_path):
         return {"adapted/val-core/digits_dev_elastic/acc/mean@1": acc,
                 "base/val-core/digits_dev_elastic/acc/mean@1": 0.4}
 
-    monkeypatch.setattr(E, "execute", fake_execute)  # execute_all with jobs=1 calls it
+    from recipes.ttrv import grid_runs
+
+    monkeypatch.setattr(grid_runs, "execute", fake_execute)  # execute_all with jobs=1 calls it
     best, scores = E.choose_settings(E.VARIANTS["full"], tmp_path, "m", tmp_path)
     assert best == E.Settings(3e-5, 4, "per_sample")
     assert seen == ["dev_lr1e-05_e2_paper", "dev_lr3e-05_e2_paper", "dev_lr0.0001_e2_paper", "dev_lr3e-05_e4_paper",
