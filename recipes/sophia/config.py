@@ -147,10 +147,37 @@ POSITIVE = ("caption.k", "reason.n", "select.keep_n", "trainer.total_epochs", "a
             "update.max_response_tokens", "trainer.n_gpus_per_node", "trainer.nnodes")
 
 
+_NLL = "the update is reward-weighted NLL: no ratio, clipping, KL, entropy bonus or log-prob phase"
+_SAMPLING = "captions and answers are sampled with caption.* and eval.*"
+# Keys of the shared sections SOPHIA's round never reads (tests/recipes/sophia/test_dead_keys.py proves the list):
+# a value other than the default fails at start-up naming the key, so no setting silently does nothing.
+UNUSED_SHARED_KEYS: dict[str, str] = {
+    **{f"actor_rollout_ref.actor.{k}": _NLL for k in (
+        "policy_loss", "use_kl_loss", "kl_loss_coef", "kl_loss_type", "entropy_coeff", "clip_ratio_low",
+        "clip_ratio_high", "clip_ratio_c", "skip_zero_adv_groups", "log_prob_max_token_len_per_gpu")},
+    "actor_rollout_ref.actor.ppo_epochs": "passes over the kept trajectories are trainer.total_epochs",
+    **{f"actor_rollout_ref.rollout.{k}": _SAMPLING for k in (
+        "n", "n_votes", "temperature", "top_p", "top_k", "max_new_tokens", "val_sample_n")},
+    "trainer.total_training_steps": "the update's steps follow from the kept trajectories and trainer.total_epochs",
+    "trainer.test_freq": "SOPHIA evaluates once, after the update (trainer.val_before_train adds the base model)",
+    **{f"trainer.guard.{k}": "the collapse guard watches TTRV's vote statistics; SOPHIA has no votes"
+       for k in ("enable", "action", "window", "max_invalid_ratio", "min_entropy_ratio", "min_base_entropy",
+                 "max_majority_ratio", "max_length_ratio", "min_length_ratio")},
+}
+
+
 def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def check_unused_keys(cfg: SophiaConfig) -> None:
+    """Refuse a shared-section key SOPHIA does not read (:data:`UNUSED_SHARED_KEYS`) set to a non-default value."""
+    default = SophiaConfig()
+    for key, why in UNUSED_SHARED_KEYS.items():
+        if _get(cfg, key) != _get(default, key):
+            raise ConfigError(f"{key}={_get(cfg, key)!r} does nothing in SOPHIA ({why}); remove it")
 
 
 def finalize_sophia(cfg: SophiaConfig) -> SophiaConfig:
@@ -166,6 +193,7 @@ def finalize_sophia(cfg: SophiaConfig) -> SophiaConfig:
     if actor.use_kl_loss or cfg.actor_rollout_ref.ref.enable or actor.policy_loss != "nll":
         raise ConfigError("SOPHIA's update is reward-weighted NLL: keep actor_rollout_ref.actor.use_kl_loss=false, "
                           "actor_rollout_ref.actor.policy_loss=nll and actor_rollout_ref.ref.enable=false")
+    check_unused_keys(cfg)
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise ConfigError(f"stages has unknown stage(s) {bad}; known: {list(STAGES)}")

@@ -6,20 +6,21 @@ Composes the Hydra config on the typed schema (``recipes/sophia/config.py``: ver
 ``trainer`` sections plus SOPHIA's; a misspelled key fails naming it), checks the data, the policy folder and
 the reasoner (:mod:`recipes.sophia.preflight`) before any caption is generated, runs one round (caption ->
 reason -> reward -> select -> update -> evaluate) and prints base -> SOPHIA accuracy. Exit status 2: bad
-config, data, model or reasoner (one ``error: ...`` line); 1: a worker died; 130: interrupted.
+config, data, model or reasoner, or a round whose filter keeps nothing (one ``error: ...`` line); 1: a worker
+died; 130: interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from recipes.sophia.config import CONFIG_DIR, DEFAULT_CONFIG_NAME, load_sophia_config
+from verl.utils.cli import run_command, setup_logging
 
 ENTRY_POINT = "recipes.sophia.main"  # this module, as SOPHIA's configs' ``entry_point`` names it
 
@@ -47,41 +48,31 @@ def report(summary: dict[str, Any], seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status."""
+    """The command line; returns the exit status (:func:`verl.utils.cli.run_command`)."""
     from omegaconf import OmegaConf
 
     from recipes.sophia.pipeline import run_pipeline
     from recipes.sophia.preflight import preflight
-    from verl.single_controller.dispatch import WorkerDiedError
 
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    debug = os.environ.get("VERL_DEBUG") == "1"
-    try:
-        try:
-            cfg = load_sophia_config(args.config_name, args.overrides, args.config_dir)
-            if cfg.entry_point != ENTRY_POINT:
-                raise ValueError(f"entry_point={cfg.entry_point}: this config is run by python -m {cfg.entry_point}")
-            if args.cfg:
-                print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-                return 0
-            preflight(cfg)
-        except (OSError, ValueError) as err:  # ConfigError and the data / model / reasoner errors name what and where
-            if debug:
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        t0 = time.perf_counter()
-        report(run_pipeline(cfg), time.perf_counter() - t0)
-    except WorkerDiedError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: workers stopped", file=sys.stderr)
-        return 130
-    return 0
+    setup_logging()
+
+    def setup() -> Callable[[], object] | None:
+        cfg = load_sophia_config(args.config_name, args.overrides, args.config_dir)
+        if cfg.entry_point != ENTRY_POINT:
+            raise ValueError(f"entry_point={cfg.entry_point}: this config is run by python -m {cfg.entry_point}")
+        if args.cfg:
+            print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            return None
+        preflight(cfg)
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            report(run_pipeline(cfg), time.perf_counter() - t0)
+
+        return run
+
+    return run_command(setup)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from recipes.sophia.runio import JsonlStore, read_jsonl, stamp_is_fresh, write_j
 from recipes.sophia.select import Candidate, caption_reward_histogram, select_trajectories
 from recipes.sophia.verify import extract_final_answer, reasoning_reward
 from recipes.sophia.vlm_data import SFTRow, split_training_sample
+from verl.utils.cli import RunError
 from verl.workers.rollout.base import SamplingSpec
 from verl.workers.rollout.generate import generate_texts
 
@@ -350,8 +351,9 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, po
         return json.loads((model_dir / "update.json").read_text())
     rows = training_rows(cfg, questions, read_jsonl(run / "selected.jsonl"))
     if not rows:
-        raise RuntimeError("update: no selected trajectories (every question was dropped); lower select.alpha, "
-                           "raise caption.k / reason.n, or check the reasoner")
+        raise RunError(f"update: the filter kept none of the {len(questions)} questions (select.alpha="
+                       f"{cfg.select.alpha:g}; per-type counts in {run / 'selection.json'}); lower select.alpha, "
+                       f"raise caption.k / reason.n, or check the reasoner")
     ckpt = CheckpointManager(t.default_local_dir, keep=t.max_actor_ckpt_to_keep)
     ckpt_stamp = {**stamp, "workers": t.n_gpus_per_node * t.nnodes}
     if t.resume_mode == "disable" or not stamp_is_fresh(ckpt.root, ckpt_stamp, UPDATE_STAMP):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from verl.config.loader import ConfigError, load_config
 from verl.config.schema import RLConfig
 from verl.data.formats import Record
 from verl.trainer.predictions import write_jsonl
+from verl.utils.cli import run_command, setup_logging
 
 logger = logging.getLogger("recipes.ttrv.online")
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -272,15 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-name", default="protocol_e_online")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. online.mode=episodic online.k=4")
     args = p.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    try:
+    setup_logging()
+
+    def setup() -> None:  # the whole run: its config, data, model and checkpoint errors say what and where
         run(load_online_config(args.config_name, args.overrides, args.config_dir))
-    except (OSError, ValueError) as err:  # ConfigError and the data / model / checkpoint errors say what and where
-        if os.environ.get("VERL_DEBUG") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(setup)
 
 
 if __name__ == "__main__":

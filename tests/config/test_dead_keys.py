@@ -36,7 +36,9 @@ DERIVED: dict[str, str] = {
     "data.max_response_length": "actor_rollout_ref.rollout.max_new_tokens",
 }
 _IGNORED_MODULES = ("dataclasses", "copy", "copyreg", "pickle", "omegaconf", "hydra", "verl.config.schema")
-_IGNORED_LOADER_FUNCS = {"_check_choices", "_positive", "_get", "_check_unknown_keys", "to_yaml"}
+# (module, function) pairs whose reads are config checks, not uses
+IGNORED_FUNCS = {("verl.config.loader", f) for f in ("_check_choices", "_positive", "_get", "_check_unknown_keys",
+                                                     "to_yaml")}
 
 
 def schema_paths(cls: type = schema.RLConfig, prefix: str = "") -> tuple[dict[type, str], list[str]]:
@@ -57,9 +59,11 @@ def schema_paths(cls: type = schema.RLConfig, prefix: str = "") -> tuple[dict[ty
 
 
 @contextmanager
-def record_reads() -> Iterator[set[str]]:
-    """Record the dotted schema paths read while the block runs (see the module docstring)."""
-    paths, _ = schema_paths()
+def record_reads(root: type = schema.RLConfig,
+                 ignored_funcs: set[tuple[str, str]] = frozenset(IGNORED_FUNCS)) -> Iterator[set[str]]:
+    """Record the dotted paths of ``root``'s schema read while the block runs (see the module docstring); reads
+    from the ``(module, function)`` pairs of ``ignored_funcs`` do not count."""
+    paths, _ = schema_paths(root)
     reads: set[str] = set()
 
     def make_getattr(cls: type):
@@ -70,8 +74,7 @@ def record_reads() -> Iterator[set[str]]:
             if name in names:
                 caller = sys._getframe(1)
                 module = caller.f_globals.get("__name__", "")
-                ignored = module.startswith(_IGNORED_MODULES) or (
-                    module == "verl.config.loader" and caller.f_code.co_name in _IGNORED_LOADER_FUNCS)
+                ignored = module.startswith(_IGNORED_MODULES) or (module, caller.f_code.co_name) in ignored_funcs
                 if not ignored:
                     reads.add(f"{base}.{name}" if base else name)
             return object.__getattribute__(self, name)

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from verl.checkpoint import load_trainer_state, verify_checkpoint
+from verl.utils.cli import run_command
 
 
 def export_checkpoint(step_dir: str | os.PathLike, out_dir: str | os.PathLike, base_model: str | None = None) -> Path:
@@ -58,15 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--base-model", default=None, help="model folder the run started from")
     a = p.parse_args(argv)
-    try:
-        out = export_checkpoint(a.step_dir, a.out_dir, a.base_model)
-    except (OSError, ValueError) as err:
-        if os.environ.get("VERL_DEBUG") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"exported to {out}")
-    return 0
+    return run_command(lambda: print(f"exported to {export_checkpoint(a.step_dir, a.out_dir, a.base_model)}"))
 
 
 if __name__ == "__main__":

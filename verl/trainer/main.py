@@ -13,10 +13,12 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from verl.config.loader import ConfigError, declared_entry_point, load_config, to_yaml
 from verl.config.schema import RLConfig
+from verl.utils.cli import run_command, setup_logging
 
 logger = logging.getLogger("verl.trainer")
 ENTRY_POINT = "verl.trainer.main"  # this module, as the configs' ``entry_point`` names it
@@ -214,37 +216,21 @@ def print_summary(summary: dict[str, float], log_folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (2: bad config, data or model; 130: interrupted)."""
-    from verl.single_controller.dispatch import WorkerDiedError
-
+    """The command line; returns the exit status (:func:`verl.utils.cli.run_command`: 2 bad config, data or model;
+    1 a worker died; 130 interrupted)."""
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
-    logging.captureWarnings(True)  # Python warnings are log records: on their own line, never inside the bar
-    debug = os.environ.get("VERL_DEBUG") == "1"
-    try:
-        try:
-            check_entry_point(declared_entry_point(args.config_name, args.config_dir), args.config_name,
-                              args.config_dir)
-            cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
-            if args.cfg:
-                print(to_yaml(cfg))
-                return 0
-            train, val, done = prepare(cfg)
-        except (OSError, ValueError) as err:  # ConfigError and the data / model errors name what and where
-            if debug:
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        train_and_report(cfg, train, val, done)
-    except WorkerDiedError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: workers stopped", file=sys.stderr)
-        return 130
-    return 0
+    setup_logging()
+
+    def setup() -> Callable[[], object] | None:
+        check_entry_point(declared_entry_point(args.config_name, args.config_dir), args.config_name, args.config_dir)
+        cfg = load_config(args.config_name, args.overrides, config_dir=args.config_dir)
+        if args.cfg:
+            print(to_yaml(cfg))
+            return None
+        train, val, done = prepare(cfg)
+        return lambda: train_and_report(cfg, train, val, done)
+
+    return run_command(setup)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def test_unknown_yaml_key_is_named(tmp_path):
     ("reason.backend=http", "reason.http.model"),
     ("actor_rollout_ref.actor.use_kl_loss=true", "use_kl_loss"),
     ("trainer.n_gpus_per_node=2", "trainer.backend=local"),
+    ("trainer.test_freq=5", "trainer.test_freq=5 does nothing in SOPHIA"),
+    ("actor_rollout_ref.rollout.temperature=0.5", "rollout.temperature=0.5 does nothing in SOPHIA .*caption"),
+    ("trainer.guard.enable=false", "trainer.guard.enable=False does nothing in SOPHIA"),
 ])
 def test_bad_values_fail(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -187,3 +187,23 @@ def test_collection_is_redone_when_the_model_or_settings_change(setup, tmp_path)
     cap, rsn = FakeCaptioner(truth), FakeReasoner()
     run_pipeline(cfg, policy=lambda: cap, reasoner=lambda: rsn)
     assert cap.rows == 0 and rsn.calls == 0
+
+
+class WrongReasoner(FakeReasoner):
+    """Every reasoning ends in a wrong answer: the filter keeps nothing."""
+
+    def reason(self, items, sampling: Sampling):
+        return [None if texts is None else [t.replace("boxed{", "boxed{9") for t in texts]
+                for texts in super().reason(items, sampling)]
+
+
+def test_a_round_that_keeps_nothing_stops_with_one_named_error(setup):
+    from verl.utils.cli import RunError
+
+    cfg, truth, _ = setup
+    cfg.stages = [*cfg.stages, "update"]
+    with pytest.raises(RunError, match=r"update: the filter kept none of the 6 questions \(select.alpha=0.75; "
+                                       r"per-type counts in .*selection.json\)"):
+        run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: WrongReasoner())
+    selection = json.loads((cfg.run_path / "selection.json").read_text())
+    assert selection  # the per-type drop counts the message points to were written
