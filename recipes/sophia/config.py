@@ -91,7 +91,7 @@ class UpdateCfg:
 
 @dataclass
 class EvalCfg:
-    max_new_tokens: int = 72
+    max_new_tokens: int = 96  # below update.max_response_tokens, trained answers can be cut (preflight warns)
     batch: int = 64  # questions per generate call
 
 

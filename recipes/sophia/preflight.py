@@ -10,12 +10,15 @@ model folder, and the reasoner (local: its folder; http: the server answers ``GE
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from recipes.sophia.config import SophiaConfig
+
+logger = logging.getLogger("recipes.sophia.preflight")
 
 
 def check_data(cfg: SophiaConfig) -> None:
@@ -87,6 +90,10 @@ def check_reasoner(cfg: SophiaConfig) -> None:
 
 def preflight(cfg: SophiaConfig) -> None:
     """All checks above, in the order a user would fix them."""
+    if {"update", "evaluate"} <= set(cfg.stages) and cfg.eval.max_new_tokens < cfg.update.max_response_tokens:
+        logger.warning("eval.max_new_tokens=%d < update.max_response_tokens=%d: an answer trained at full length is "
+                       "cut before its final answer and scored wrong", cfg.eval.max_new_tokens,
+                       cfg.update.max_response_tokens)
     check_data(cfg)
     check_policy(cfg)
     if {"reason", "reward", "select"} & set(cfg.stages):

@@ -416,16 +416,17 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
     """Greedy accuracy of a VLM on held-out questions (plus per type, boxed-answer rate, digits stated right)."""
     from recipes.sophia.pretrain_captioner import parse_description
 
-    weights = weights_hash(model_path)
+    sp = system_prompt_of(cfg)
+    # answers are reused per question only under the same weights, token budget and system prompt
+    stamp = {"weights": weights_hash(model_path), "max_new_tokens": cfg.eval.max_new_tokens, "system_prompt": sp}
     path = run / f"eval_{tag}.jsonl"
-    if not stamp_is_fresh(run, {"weights": weights}, f"eval_{tag}.stamp.json"):
+    if not stamp_is_fresh(run, stamp, f"eval_{tag}.stamp.json"):
         path.unlink(missing_ok=True)
-        write_stamp(run, {"weights": weights}, f"eval_{tag}.stamp.json")
+        write_stamp(run, stamp, f"eval_{tag}.stamp.json")
     store = JsonlStore(path)
     pending = [q for q in questions if q.uid not in store.done]
     if pending:
         engine = engine_factory(str(model_path))
-        sp = system_prompt_of(cfg)
         greedy = SamplingSpec(n=1, temperature=0.0, top_k=-1, max_new_tokens=cfg.eval.max_new_tokens, seed=0)
         for chunk in _chunks(pending, cfg.eval.batch):
             texts = generate_texts(engine.generate, [policy_prompt(q, sp) for q in chunk], [q.images for q in chunk],
@@ -434,6 +435,7 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
                           "reward": reasoning_reward(t[0], q.gold)} for q, t in zip(chunk, texts))
     done = {r["key"]: r for r in store.rows}
     rows = [(q, done[q.uid]) for q in questions]
+    rows = [(q, {**r, "reward": reasoning_reward(r["response"], q.gold)}) for q, r in rows]  # scored on today's gold
     out = {f"eval/{tag}/acc": float(np.mean([r["reward"] for _, r in rows])),
            f"eval/{tag}/boxed_rate": float(np.mean([r["answer"] is not None for _, r in rows]))}
     if all("left" in q.extra for q, _ in rows):

@@ -49,6 +49,12 @@ def env(tmp_path_factory, tiny_vlm_path):
     return tmp, tiny_vlm_path()
 
 
+def processor_tokens(cfg, text: str) -> list[int]:
+    from verl.models.load import load_processor
+
+    return load_processor(cfg.model_path).tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def run_update(cfg):
     from recipes.sophia.policy import LazyPolicy, PolicyGroup
     from recipes.sophia.stages import questions_of, update_stage
@@ -129,6 +135,10 @@ def test_update_freezes_tower_exports_caches_and_evaluates(env):
     path.write_text("\n".join(lines[:2]) + "\n")  # one answer lost: only it is generated again, greedy: same
     assert evaluate_folder(cfg, qs, cfg.model_path, "base", cfg.run_path) == m
     assert len(path.read_text().splitlines()) == 3
+    cfg.eval.max_new_tokens = 3  # another token budget: every stored answer is generated again
+    evaluate_folder(cfg, qs, cfg.model_path, "base", cfg.run_path)
+    tokens = [len(processor_tokens(cfg, json.loads(x)["response"])) for x in path.read_text().splitlines()]
+    assert len(tokens) == 3 and max(tokens) <= 3
 
 
 @pytest.mark.slow
