@@ -43,6 +43,7 @@ from recipes.sophia.config import DEFAULT_CONFIG_NAME, load_sophia_config
 from recipes.sophia.grpo_baseline import GRPOCfg, run_grpo
 from recipes.sophia.pipeline import evaluate_folder, run_pipeline
 from recipes.sophia.runio import write_json
+from verl.utils.cli import setup_logging
 from verl.utils.doc_sections import RESULTS_PAGE, publish_figures, write_section
 
 logger = logging.getLogger("recipes.sophia.experiments")
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> str:
                    help=f"page whose section is replaced (default: {RESULTS_PAGE}, only with --variant full)")
     p.add_argument("overrides", nargs="*", help="pipeline overrides applied to every run")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     v, regime = VARIANTS[a.variant], REGIMES[a.regime]
     t0 = time.perf_counter()
     out = Path(a.out or regime.out)

@@ -43,3 +43,17 @@ def test_debug_re_raises(monkeypatch):
     monkeypatch.setenv("VERL_DEBUG", "1")
     with pytest.raises(RunError, match="kept none"):
         run_command(lambda: raising(RunError("kept none")))
+
+
+def test_no_weight_loading_bars(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from verl.utils.cli import setup_logging
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging.enable_progress_bar()
+    try:
+        setup_logging()
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

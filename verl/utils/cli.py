@@ -19,7 +19,13 @@ class RunError(RuntimeError):
 
 
 def setup_logging() -> None:
-    """Log records on stderr at ``VERL_LOG_LEVEL`` (default INFO); Python warnings become log records."""
+    """Log records on stderr at ``VERL_LOG_LEVEL`` (default INFO); Python warnings become log records; no
+    weight-loading bars from Hugging Face libraries (read when they are first imported; workers get the same)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     logging.basicConfig(level=os.environ.get("VERL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     logging.captureWarnings(True)
 
