@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,14 +52,24 @@ class Question:
 
     uid: str
     prompt: list[dict[str, Any]]
-    images: list[str]
+    images: list[str | bytes]  # paths or encoded bytes, as the rollout engines take them
     text: str
     gold: str
     extra: dict[str, Any]
+    image_ids: tuple[str, ...]  # location-independent names of ``images`` (:func:`image_id`)
 
     @property
     def image_key(self) -> str:
-        return "|".join(str(i) for i in self.images)
+        """Names the question's images in stage files, caption ids and per-item seeds: the same wherever the
+        data folder lives, so a run gives the same samples in any checkout."""
+        return "|".join(self.image_ids)
+
+
+def image_id(image: str | bytes, base: Path) -> str:
+    """A path relative to the data folder ``base`` (POSIX), or ``sha256:<16 hex>`` of encoded bytes."""
+    if isinstance(image, bytes | bytearray):
+        return "sha256:" + hashlib.sha256(image).hexdigest()[:16]
+    return Path(os.path.relpath(Path(image).resolve(), base.resolve())).as_posix()
 
 
 def load_questions(path: str | Path, max_n: int = -1, format: str = "auto", image_root: str | None = None
@@ -69,8 +80,9 @@ def load_questions(path: str | Path, max_n: int = -1, format: str = "auto", imag
 
     recs = load_records([path], format=format, image_root=image_root)
     recs = recs[:max_n] if max_n > 0 else recs
-    return [Question(r.uid, r.prompt, [str(i) for i in r.images], question_text(r.prompt), str(r.ground_truth),
-                     dict(r.extra)) for r in recs]
+    base = Path(image_root) if image_root else Path(path).parent
+    return [Question(r.uid, r.prompt, list(r.images), question_text(r.prompt), str(r.ground_truth), dict(r.extra),
+                     tuple(image_id(i, base) for i in r.images)) for r in recs]
 
 
 def questions_of(cfg: SophiaConfig, split: str) -> list[Question]:

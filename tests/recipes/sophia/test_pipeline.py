@@ -207,3 +207,24 @@ def test_a_round_that_keeps_nothing_stops_with_one_named_error(setup):
         run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: WrongReasoner())
     selection = json.loads((cfg.run_path / "selection.json").read_text())
     assert selection  # the per-type drop counts the message points to were written
+
+
+def test_image_keys_do_not_depend_on_where_the_data_lives(tmp_path):
+    """Stage files, caption ids and per-item seeds are keyed by image_key: a copy of the data folder elsewhere
+    (another checkout) gives the same keys; embedded parquet bytes are keyed by their hash and stay bytes."""
+    import shutil
+
+    from recipes.sophia.stages import load_questions
+    from verl.data.formats import convert_json_to_parquet
+
+    paths = build_pairs_dataset(tmp_path / "a" / "data", seed=0, sizes={"caption_train": 1, "sophia_train": 3,
+                                                                       "eval": 1, "dev": 1})
+    shutil.copytree(tmp_path / "a", tmp_path / "b" / "elsewhere")
+    qa = load_questions(paths["sophia_train"])
+    qb = load_questions(tmp_path / "b" / "elsewhere" / "data" / "sophia_train.json")
+    assert [q.image_key for q in qa] == [q.image_key for q in qb]
+    assert qa[0].image_key == "images/sophia_train/sophia_train_00000.png" and qa[0].images != qb[0].images
+    pq = convert_json_to_parquet(paths["sophia_train"], tmp_path / "train.parquet")
+    qp = load_questions(pq)
+    assert isinstance(qp[0].images[0], bytes) and re.fullmatch(r"sha256:[0-9a-f]{16}", qp[0].image_key)
+    assert len({q.image_key for q in qp}) == 3

@@ -63,7 +63,7 @@ def test_http_reason_stage_resumes_from_cache(server, tmp_path):
         "reason.http.api_key_env=null", "reason.http.max_retries=0", "reason.http.timeout_s=5", f"reason.n={n}",
         "reason.batch_items=2"])
     qs = [Question(f"q{i}", [{"role": "user", "content": "<image> \n What is 3 + 4?"}], [f"img{i}.png"],
-                   "What is 3 + 4?", "7", {}) for i in range(2)]
+                   "What is 3 + 4?", "7", {}, (f"img{i}.png",)) for i in range(2)]
     captions = {q.image_key: [{"caption_id": f"{q.image_key}#c{j}", "text": f"Digits 3 and 4, view {j}."}
                               for j in range(2)] for q in qs}
     captions[qs[1].image_key][1]["text"] = "Digits 3 and 4. FAILONCE"
