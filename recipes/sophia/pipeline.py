@@ -120,7 +120,7 @@ def run_pipeline(cfg: SophiaConfig, *, policy: Callable[[], Any] | None = None,
             summary.update(base)
         if "update" in todo:
             t0 = time.perf_counter()
-            info = S.update_stage(cfg, S.questions_of(cfg, "train"), run, workers.get, processor(), tracker)
+            info = S.update_stage(cfg, S.questions_of(cfg, "train"), run, workers.get, processor, tracker)
             tracker.log({"timing_s/update": time.perf_counter() - t0}, step=info["steps"])
             summary["update"] = info
         if "evaluate" in todo and (run / "model" / "update.json").is_file():

@@ -349,9 +349,9 @@ def _update_stamp(cfg: SophiaConfig, run: Path) -> dict[str, Any]:
 
 
 def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, policy: Callable[[], Any],
-                 processor: Any, tracker: Any = None) -> dict[str, Any]:
+                 processor: Callable[[], Any], tracker: Any = None) -> dict[str, Any]:
     """Reward-weighted NLL (no ratio, no KL, no reference) on the selected trajectories through the policy
-    workers' FSDP2 actor; checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout
+    workers' FSDP2 actor (``policy`` and ``processor`` are factories, called only when there is work); checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout
     under ``trainer.default_local_dir``; a killed update resumes from the latest); exports ``model/``."""
     from recipes.sophia.vlm_data import sft_dataproto
     from verl.checkpoint import CheckpointManager, verify_checkpoint
@@ -376,6 +376,7 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, po
         ckpt.root.mkdir(parents=True)
         write_stamp(ckpt.root, ckpt_stamp, UPDATE_STAMP)
     plan = update_plan(cfg, len(rows))
+    proc = processor()
     workers = policy()
     workers.init_update(len(plan))
     step, losses = 0, []
@@ -389,7 +390,7 @@ def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, po
     cache: dict = {}
     while step < len(plan):
         batch = [rows[i] for i in plan[step]]
-        data = sft_dataproto(processor, batch, cfg.update.max_response_tokens, cache)
+        data = sft_dataproto(proc, batch, cfg.update.max_response_tokens, cache)
         m = workers.update(data, torch.tensor([r.extra["reward"] for r in batch]))
         step += 1
         losses.append(m["actor/sft_loss"])

@@ -202,6 +202,7 @@ def test_a_round_that_keeps_nothing_stops_with_one_named_error(setup):
 
     cfg, truth, _ = setup
     cfg.stages = [*cfg.stages, "update"]
+    cfg.actor_rollout_ref.model.path = str(cfg.run_path / "no_model_needed")  # stopped before any model loads
     with pytest.raises(RunError, match=r"update: the filter kept none of the 6 questions \(select.alpha=0.75; "
                                        r"per-type counts in .*selection.json\)"):
         run_pipeline(cfg, policy=lambda: FakeCaptioner(truth), reasoner=lambda: WrongReasoner())

@@ -62,7 +62,8 @@ def run_update(cfg):
 
     workers = LazyPolicy(lambda: PolicyGroup(cfg, cfg.run_path))
     try:
-        return update_stage(cfg, questions_of(cfg, "train"), cfg.run_path, workers.get, load_processor(cfg.model_path))
+        return update_stage(cfg, questions_of(cfg, "train"), cfg.run_path, workers.get,
+                            lambda: load_processor(cfg.model_path))
     finally:
         workers.close()
 
