@@ -36,6 +36,17 @@ def dist_backend(device: str) -> str:
     raise ValueError(f"dist_backend: unknown device {device!r}; expected 'cpu' or 'cuda[:N]'")
 
 
+def sum_over_ranks(value: float, device: torch.device | str, world_size: int) -> float:
+    """``value`` summed over the ranks (``value`` itself on one rank); the tensor lives on ``device``."""
+    if world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
 def max_over_ranks(value: int, device: torch.device | str) -> int:
     """``value``'s maximum over the ranks; the tensor lives on ``device`` (NCCL serves only CUDA tensors)."""
     import torch.distributed as dist

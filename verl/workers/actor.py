@@ -33,7 +33,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from verl.config.schema import ActorConfig, ModelConfig
 from verl.models.vlm_forward import response_log_probs
-from verl.utils.device import max_over_ranks
+from verl.utils.device import max_over_ranks, sum_over_ranks
 from verl.utils.safe_dcp import load_dcp
 from verl.workers.fsdp_utils import (
     apply_fsdp2,
@@ -331,10 +331,36 @@ class FSDPActor:
         return out
 
     def sft_step(self, data, weights: torch.Tensor | None = None) -> dict[str, float]:
-        """One optimizer step of (weighted) maximum likelihood on ``responses``: :func:`verl.workers.sft.sft_step`."""
-        from verl.workers.sft import sft_step
+        """One optimizer step of ``agg(-w * log p(response))`` over ``data`` (this rank's rows): SOPHIA's update and
+        the tiny models' pretraining (no ratio, no KL, no reference). On W ranks it equals the one-rank step on the
+        whole batch: the normalizer (tokens for ``token-mean``, non-empty rows for the sequence modes) is summed over
+        ranks and each rank's loss scaled by W, since FSDP averages gradients; rows with an empty
+        ``response_mask`` (padding to a multiple of W) add nothing."""
+        from verl.algos.policy_loss import weighted_nll_loss
 
-        return sft_step(self, data, weights)
+        if self.optimizer is None:
+            raise RuntimeError("sft_step called on a reference policy (role='ref')")
+        n, ws, agg = len(data), self.world_size, self.cfg.loss_agg_mode
+        w = torch.ones(n) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+        if w.numel() != n:
+            raise ValueError(f"sft_step: {w.numel()} weights for {n} rows")
+        rmask = batch_column(data, "response_mask", "sft_step")
+        live = float(rmask.sum()) if agg == "token-mean" else float((rmask.sum(-1) > 0).sum())
+        norm = 1.0 if agg == "seq-sum" else max(sum_over_ranks(live, self.device, ws), 1.0)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.module.train()
+        cache, total = {}, 0.0
+        for rows in self._micro_batches(data, list(range(n)), self.cfg.ppo_max_token_len_per_gpu):
+            sel = torch.as_tensor(rows or [0])  # None: a pass that only keeps this rank in step with the others
+            lp, _ = self._forward(data, sel.tolist(), cache, calc_entropy=False)
+            mask = rmask[sel].to(lp.device)
+            scale = 0.0 if rows is None else agg_share(agg, mask) / norm
+            loss = weighted_nll_loss(lp, w[sel].to(lp.device), mask, agg) * scale
+            (loss * ws).backward()
+            total += float(loss.detach())
+        grad_norm = self._step()
+        self.scheduler.step()
+        return {"actor/sft_loss": sum_over_ranks(total, self.device, ws), "actor/grad_norm": grad_norm, "actor/lr": lr}
 
     def reset_optimizer(self, total_steps: int) -> None:
         """A fresh optimizer and schedule over ``total_steps`` (an update sized after its rollouts: SOPHIA's)."""
