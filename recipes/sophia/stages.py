@@ -9,7 +9,7 @@ Every stage reads and writes files in the run folder and skips work that is alre
   response is also committed to ``reasoner_cache.sqlite``);
 * ``selected.jsonl`` + ``selection.json`` and ``model/`` (the updated VLM) carry a stamp of their inputs
   and settings and are rebuilt only when it changes; ``eval_<tag>.jsonl`` is dropped when the evaluated
-  model's weights change.
+  model's weights, the evaluation's token budget or the system prompt change (answers are scored on reading).
 
 Sampling seeds are derived from the trainer seed and the first pending item of a call (HTTP: each
 item), so a complete run is reproducible.
@@ -66,10 +66,10 @@ class Question:
 
 
 def image_id(image: str | bytes, base: Path) -> str:
-    """A path relative to the data folder ``base`` (POSIX), or ``sha256:<16 hex>`` of encoded bytes."""
+    """A path relative to the (resolved) data folder ``base`` (POSIX), or ``sha256:<16 hex>`` of encoded bytes."""
     if isinstance(image, bytes | bytearray):
         return "sha256:" + hashlib.sha256(image).hexdigest()[:16]
-    return Path(os.path.relpath(Path(image).resolve(), base.resolve())).as_posix()
+    return Path(os.path.relpath(Path(image).resolve(), base)).as_posix()
 
 
 def load_questions(path: str | Path, max_n: int = -1, format: str = "auto", image_root: str | None = None
@@ -80,7 +80,7 @@ def load_questions(path: str | Path, max_n: int = -1, format: str = "auto", imag
 
     recs = load_records([path], format=format, image_root=image_root)
     recs = recs[:max_n] if max_n > 0 else recs
-    base = Path(image_root) if image_root else Path(path).parent
+    base = (Path(image_root) if image_root else Path(path).parent).resolve()
     return [Question(r.uid, r.prompt, list(r.images), question_text(r.prompt), str(r.ground_truth), dict(r.extra),
                      tuple(image_id(i, base) for i in r.images)) for r in recs]
 
@@ -351,8 +351,9 @@ def _update_stamp(cfg: SophiaConfig, run: Path) -> dict[str, Any]:
 def update_stage(cfg: SophiaConfig, questions: Sequence[Question], run: Path, policy: Callable[[], Any],
                  processor: Callable[[], Any], tracker: Any = None) -> dict[str, Any]:
     """Reward-weighted NLL (no ratio, no KL, no reference) on the selected trajectories through the policy
-    workers' FSDP2 actor (``policy`` and ``processor`` are factories, called only when there is work); checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout
-    under ``trainer.default_local_dir``; a killed update resumes from the latest); exports ``model/``."""
+    workers' FSDP2 actor (``policy`` and ``processor`` are factories, called only when there is work);
+    checkpoints every ``trainer.save_freq`` steps and at the last one (verl's layout under
+    ``trainer.default_local_dir``; a killed update resumes from the latest); exports ``model/``."""
     from recipes.sophia.vlm_data import sft_dataproto
     from verl.checkpoint import CheckpointManager, verify_checkpoint
 
@@ -432,11 +433,8 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
     sp = system_prompt_of(cfg)
     # answers are reused per question only under the same weights, token budget and system prompt
     stamp = {"weights": weights_hash(model_path), "max_new_tokens": cfg.eval.max_new_tokens, "system_prompt": sp}
-    path = run / f"eval_{tag}.jsonl"
-    if not stamp_is_fresh(run, stamp, f"eval_{tag}.stamp.json"):
-        path.unlink(missing_ok=True)
-        write_stamp(run, stamp, f"eval_{tag}.stamp.json")
-    store = JsonlStore(path)
+    _drop_if_stale(run, f"eval_{tag}", stamp)
+    store = JsonlStore(run / f"eval_{tag}.jsonl")
     pending = [q for q in questions if q.uid not in store.done]
     if pending:
         engine = engine_factory(str(model_path))
@@ -444,11 +442,10 @@ def evaluate_stage(cfg: SophiaConfig, questions: Sequence[Question], model_path:
         for chunk in _chunks(pending, cfg.eval.batch):
             texts = generate_texts(engine.generate, [policy_prompt(q, sp) for q in chunk], [q.images for q in chunk],
                                    greedy, uids=[q.uid for q in chunk])
-            store.append({"key": q.uid, "response": t[0], "answer": extract_final_answer(t[0]),
-                          "reward": reasoning_reward(t[0], q.gold)} for q, t in zip(chunk, texts))
-    done = {r["key"]: r for r in store.rows}
-    rows = [(q, done[q.uid]) for q in questions]
-    rows = [(q, {**r, "reward": reasoning_reward(r["response"], q.gold)}) for q, r in rows]  # scored on today's gold
+            store.append({"key": q.uid, "response": t[0], "answer": extract_final_answer(t[0])}
+                         for q, t in zip(chunk, texts))
+    done = {r["key"]: r for r in store.rows}  # scored here, against the current gold answers
+    rows = [(q, {**done[q.uid], "reward": reasoning_reward(done[q.uid]["response"], q.gold)}) for q in questions]
     out = {f"eval/{tag}/acc": float(np.mean([r["reward"] for _, r in rows])),
            f"eval/{tag}/boxed_rate": float(np.mean([r["answer"] is not None for _, r in rows]))}
     if all("left" in q.extra for q, _ in rows):

