@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+import verl.workers.rollout.vllm_compat as vllm_compat
 from verl.data.images import load_image
 from verl.models.family import family_of
 from verl.models.load import read_model_type
 from verl.models.multimodal import build_prompt_inputs, pad_id_of, prompt_text
 from verl.protocol import DataProto
-from verl.workers.rollout import vllm_compat
 from verl.workers.rollout.base import RolloutEngine, SamplingSpec, assemble_output, prompt_rows
 
 if TYPE_CHECKING:
